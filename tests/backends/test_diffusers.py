@@ -1,0 +1,136 @@
+"""The diffusers backend on the real embedded pipeline (built in code, loaded via from_pretrained)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import embedded
+from workbench.backends.diffusers import DiffusersBackend
+from workbench.errors import UnsupportedRequestError
+from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest
+
+MODEL = "embedded:tiny-sd"
+
+
+def req(prompt: str = "a red lighthouse", seed: int = 1, **kw) -> GenerationRequest:  # type: ignore[no-untyped-def]
+    fields = {"backend": "diffusers", "model": MODEL, "prompt": prompt, "seed": seed, "width": 64, "height": 64,
+              "steps": 4, "guidance": 7.5}
+    fields.update(kw)
+    return GenerationRequest(**fields)
+
+
+@pytest.fixture(scope="module")
+def backend(embedded_model: Path) -> DiffusersBackend:
+    return DiffusersBackend()
+
+
+def pixels(image) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_embedded_build_is_deterministic(embedded_model: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    again = embedded.build("tiny-sd")
+    assert again != embedded_model
+    for weights in sorted(embedded_model.rglob("*.safetensors")):
+        twin = again / weights.relative_to(embedded_model)
+        assert hashlib.sha256(weights.read_bytes()).digest() == hashlib.sha256(twin.read_bytes()).digest()
+    # our own tokenizer files, loaded back through from_pretrained
+    assert (again / "tokenizer" / "tokenizer.json").is_file()
+    assert sum(f.stat().st_size for f in again.rglob("*")) < 20 * 2**20
+
+
+def test_unknown_embedded_model() -> None:
+    with pytest.raises(UnsupportedRequestError, match="embedded:tiny-sd"):
+        embedded.build("embedded:nope")
+
+
+def test_image_is_pixel_identical_to_a_plain_diffusers_call(backend: DiffusersBackend, embedded_model: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    plain = StableDiffusionPipeline.from_pretrained(str(embedded_model))
+    plain.set_progress_bar_config(disable=True)
+    prompts, seeds = ["a red lighthouse", "a blue cube on the left"], [3, 4]
+    expected = plain(prompts, negative_prompt=["", ""], num_inference_steps=4, guidance_scale=7.5, width=64,
+                     height=64, generator=[torch.Generator("cpu").manual_seed(s) for s in seeds]).images
+    single = plain(prompts[0], num_inference_steps=4, guidance_scale=7.5, width=64, height=64,
+                   generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    results = backend.generate([req(p, s) for p, s in zip(prompts, seeds, strict=True)])
+    assert all(isinstance(r, GeneratedImage) for r in results)
+    for result, image in zip(results, expected, strict=True):
+        assert np.array_equal(pixels(result.image), pixels(image))
+    (alone,) = backend.generate([req(prompts[0], 3)])
+    assert np.array_equal(pixels(alone.image), pixels(single))
+    assert results[1].batch_size == 2 and results[1].batch_index == 1
+
+
+def test_seed_and_prompt_change_the_image(backend: DiffusersBackend) -> None:
+    a, b, c = backend.generate([req(seed=1), req(seed=2), req("a green forest", seed=1)])
+    assert not np.array_equal(pixels(a.image), pixels(b.image))
+    assert not np.array_equal(pixels(a.image), pixels(c.image))
+
+
+def test_scheduler_by_name_without_reloading(backend: DiffusersBackend) -> None:
+    base = backend.pipeline(MODEL)
+    (euler,) = backend.generate([req(scheduler="euler_a")])
+    (ddim,) = backend.generate([req(scheduler="DDIMScheduler")])
+    assert euler.environment["scheduler"] == "EulerAncestralDiscreteScheduler"
+    assert ddim.environment["scheduler"] == "DDIMScheduler"
+    assert backend.pipeline(MODEL) is base and type(base.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert not np.array_equal(pixels(euler.image), pixels(ddim.image))
+
+
+def test_environment_fingerprint(backend: DiffusersBackend) -> None:
+    (result,) = backend.generate([req()])
+    env = result.environment
+    for key in ("python", "torch", "diffusers", "transformers", "device", "dtype", "weights_hash",
+                "scheduler_config", "attention", "pipeline_class", "batch_size", "batch_index"):
+        assert key in env, key
+    assert env["device"] == "cpu" and env["dtype"] == "float32" and env["generator_device"] == "cpu"
+    json.dumps(env, default=str)
+
+
+def test_validation_names_allowed_values(backend: DiffusersBackend) -> None:
+    with pytest.raises(UnsupportedRequestError, match="unknown scheduler 'warp'; use one of ddim"):
+        backend.validate(req(scheduler="warp"))
+    with pytest.raises(UnsupportedRequestError, match="multiples of 8, got 65x64"):
+        backend.validate(req(width=65))
+    with pytest.raises(UnsupportedRequestError, match=r"unknown option\(s\) \['cfg'\]"):
+        backend.validate(req(options={"cfg": 1}))
+    with pytest.raises(UnsupportedRequestError, match="neither a local folder nor a hub id"):
+        backend.validate(req(model="not a model"))
+    backend.validate(req(scheduler="dpm++_2m_karras", options={"eta": 0.0}))
+
+
+def test_long_prompts_are_reported_not_silently_truncated(backend: DiffusersBackend) -> None:
+    (result,) = backend.generate([req(" ".join(["lighthouse"] * 100))])
+    assert "truncated_prompt" in result.flags
+    assert "the text encoder keeps 77" in result.notes["truncated_prompt"]
+
+
+def test_nan_output_becomes_a_failed_run(embedded_model: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(embedded_model, broken)
+    from safetensors.torch import load_file, save_file
+
+    weights = broken / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if k.startswith("decoder.conv_out") and k.endswith("bias"))
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, weights)
+    (result,) = DiffusersBackend().generate([req(model=str(broken))])
+    assert isinstance(result, GenerationFailure) and "NaN" in result.reason
+
+
+def test_local_folder_must_be_a_pipeline(tmp_path: Path, backend: DiffusersBackend) -> None:
+    with pytest.raises(UnsupportedRequestError, match="no model_index.json"):
+        from workbench.backends.diffusers import resolve_model
+
+        resolve_model(str(tmp_path))

@@ -1,0 +1,494 @@
+"""Replicate backend: the real ``replicate`` SDK against the loopback stand-in (tests/standins/replicate_server.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.standins import (
+    FAKE_REPLICATE_TOKEN,
+    ReplicateStandin,
+    expected_colours,
+    replicate_env,
+    replicate_standin,
+)
+from tests.standins.replicate_server import FLUX_SCHNELL_VERSION, SDXL_VERSION
+from workbench.backends.registry import get_backend
+from workbench.backends.replicate import (
+    DEFAULT_MODEL,
+    ReplicateBackend,
+    _Failed,
+    nearest_aspect_ratio,
+    parse_model_ref,
+)
+from workbench.errors import (
+    AuthenticationError,
+    BackendError,
+    MissingDependencyError,
+    QuotaError,
+    RateLimitError,
+    TransientBackendError,
+    UnsupportedRequestError,
+)
+from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest
+
+__all__ = ["replicate_env", "replicate_standin"]  # fixtures, imported for pytest
+
+DEV = "black-forest-labs/flux-dev"
+
+
+def req(model: str = DEFAULT_MODEL, prompt: str = "a red fox in the snow", seed: int | None = 7, width: int = 1024,
+        height: int = 1024, steps: int = 4, **kw: Any) -> GenerationRequest:
+    return GenerationRequest(backend="replicate", model=model, prompt=prompt, seed=seed, width=width,
+                             height=height, steps=steps, **kw)
+
+
+def make_backend(**kw: Any) -> ReplicateBackend:
+    settings: dict[str, Any] = {"timeout_s": 2.0, "deadline_s": 3.0, "poll_interval_s": 0.02}
+    settings.update(kw)
+    return ReplicateBackend(**settings)
+
+
+@pytest.fixture
+def backend(replicate_env: ReplicateStandin) -> ReplicateBackend:
+    b = make_backend()
+    yield b
+    b.close()
+
+
+def only(results: list[Any]) -> Any:
+    assert len(results) == 1
+    return results[0]
+
+
+def quadrant_colours(image: Any) -> tuple[tuple[int, int, int], ...]:
+    w, h = image.size
+    rgb = image.convert("RGB")
+    return tuple(rgb.getpixel(p) for p in ((w // 4, h // 4), (3 * w // 4, h // 4), (w // 4, 3 * h // 4),
+                                           (3 * w // 4, 3 * h // 4)))
+
+
+# ------------------------------------------------------------------------------------------ success paths
+def test_flux_schnell_on_the_model_route(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    request = req()
+    backend.validate(request)
+    result = only(backend.generate([request]))
+    assert isinstance(result, GeneratedImage), result
+    assert result.image.size == (1024, 1024) and result.original_format == "png"
+    assert quadrant_colours(result.image) == expected_colours(request.prompt, 7)
+    assert result.flags == frozenset()
+    assert result.cost_usd == 0.003
+    ids = result.backend_ids
+    assert ids["prediction_id"] and ids["model_version"] == "hidden" and ids["seed"] == "7"
+    assert ids["model"] == DEFAULT_MODEL
+    assert "Using seed: 7" in result.notes["logs"]
+    assert float(result.notes["predict_time_s"]) > 0
+    create = only(replicate_env.requests_to("create"))
+    assert create.path == "/v1/models/black-forest-labs/flux-schnell/predictions"
+    assert create.headers["prefer"].startswith("wait=")
+    assert create.json["input"] == {"prompt": request.prompt, "seed": 7, "aspect_ratio": "1:1", "megapixels": "1",
+                                    "num_inference_steps": 4, "output_format": "png", "go_fast": False}
+    assert json.loads(result.notes["input"]) == create.json["input"]
+    # the file URL was fetched with the token (the stand-in's /files needs it)
+    assert only(replicate_env.requests_to("files")).headers["authorization"] == f"Bearer {FAKE_REPLICATE_TOKEN}"
+
+
+def test_version_route_records_the_version(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    model = f"{DEFAULT_MODEL}:{FLUX_SCHNELL_VERSION}"
+    result = only(backend.generate([req(model)]))
+    assert isinstance(result, GeneratedImage)
+    create = only(replicate_env.requests_to("create"))
+    assert create.path == "/v1/predictions" and create.json["version"] == FLUX_SCHNELL_VERSION
+    assert result.backend_ids["model_version"] == FLUX_SCHNELL_VERSION
+    assert result.environment["model_version"] == FLUX_SCHNELL_VERSION
+    assert backend.environment(model)["model_version"] == FLUX_SCHNELL_VERSION
+
+
+def test_sdxl_maps_size_steps_guidance_negative_prompt_scheduler(backend: ReplicateBackend,
+                                                                 replicate_env: ReplicateStandin) -> None:
+    request = req(f"stability-ai/sdxl:{SDXL_VERSION}", width=768, height=512, steps=20, guidance=6.5,
+                  negative_prompt="blurry", scheduler="K_EULER")
+    backend.validate(request)
+    assert backend.uncontrolled(request) == {}
+    result = only(backend.generate([request]))
+    assert isinstance(result, GeneratedImage) and result.image.size == (768, 512)
+    assert only(replicate_env.requests_to("create")).json["input"] == {
+        "prompt": request.prompt, "seed": 7, "width": 768, "height": 512, "num_inference_steps": 20,
+        "guidance_scale": 6.5, "negative_prompt": "blurry", "scheduler": "K_EULER"}
+    assert backend.estimate_cost(request) == 0.004
+
+
+def test_flux_dev_sends_guidance(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    result = only(backend.generate([req(DEV, steps=28, guidance=3.5)]))
+    assert isinstance(result, GeneratedImage)
+    inputs = only(replicate_env.requests_to("create")).json["input"]
+    assert inputs["guidance"] == 3.5 and inputs["num_inference_steps"] == 28
+    assert result.cost_usd == 0.025
+
+
+def test_size_maps_to_the_nearest_aspect_ratio_and_megapixels(backend: ReplicateBackend,
+                                                              replicate_env: ReplicateStandin) -> None:
+    result = only(backend.generate([req(width=1000, height=600)]))
+    assert isinstance(result, GeneratedImage)
+    assert "16:9" in result.notes["aspect_ratio"] and "1000x600" in result.notes["aspect_ratio"]
+    assert "size_mismatch" in result.flags  # 1000x600 is 5:3, the image is 16:9
+    assert "nearest, 16:9" in backend.uncontrolled(req(width=1000, height=600))["size"]
+
+    small = only(backend.generate([req(width=512, height=512)]))
+    assert small.image.size == (512, 512) and "size_mismatch" not in small.flags
+    assert replicate_env.requests_to("create")[-1].json["input"]["megapixels"] == "0.25"
+
+    chosen = only(backend.generate([req(width=1024, height=576, options={"aspect_ratio": "21:9"})]))
+    assert replicate_env.requests_to("create")[-1].json["input"]["aspect_ratio"] == "21:9"
+    assert "aspect_ratio" not in chosen.notes
+    assert nearest_aspect_ratio(1024, 1024) == "1:1" and nearest_aspect_ratio(768, 1344) == "9:16"
+
+
+def test_same_ratio_different_pixels_is_noted_not_flagged(backend: ReplicateBackend) -> None:
+    result = only(backend.generate([req(width=1024, height=576)]))  # 16:9 at 1 MP -> 1344x768
+    assert result.image.size == (1344, 768)
+    assert "size_mismatch" not in result.flags and "1344x768" in result.notes["size"]
+
+
+def test_options_pass_through(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    request = req(options={"output_format": "webp", "output_quality": 90, "megapixels": "1",
+                           "disable_safety_checker": True})
+    backend.validate(request)
+    result = only(backend.generate([request]))
+    assert result.original_format == "webp"
+    sent = only(replicate_env.requests_to("create")).json["input"]
+    assert sent["output_format"] == "webp" and sent["output_quality"] == 90 and sent["disable_safety_checker"] is True
+
+
+def test_go_fast_is_flagged_nondeterministic(backend: ReplicateBackend) -> None:
+    request = req(options={"go_fast": True})
+    assert "not deterministic" in backend.uncontrolled(request)["seed"]
+    result = only(backend.generate([request]))
+    assert "nondeterministic" in result.flags and "go_fast" in result.notes["nondeterministic"]
+
+
+def test_no_seed_records_the_seed_from_the_logs(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    request = req(seed=None)
+    assert "no seed given" in backend.uncontrolled(request)["seed"]
+    result = only(backend.generate([request]))
+    assert "seed" not in only(replicate_env.requests_to("create")).json["input"]
+    seed = int(result.backend_ids["seed"])
+    assert "seed_not_controlled" in result.flags and f"seed {seed}" in result.notes["seed"]
+    assert quadrant_colours(result.image) == expected_colours(request.prompt, seed)
+
+
+def test_data_uri_outputs(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    replicate_env.output_mode = "data"
+    result = only(backend.generate([req()]))
+    assert isinstance(result, GeneratedImage) and result.image.size == (1024, 1024)
+    assert replicate_env.requests_to("files") == []
+
+
+def test_polling_without_prefer_wait(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=0)
+    result = only(backend.generate([req()]))
+    assert isinstance(result, GeneratedImage)
+    assert "prefer" not in only(replicate_env.requests_to("create")).headers
+    assert len(replicate_env.requests_to("get")) >= 1
+    backend.close()
+
+
+def test_prefer_wait_runs_out_then_202_and_polls(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=1)
+    replicate_env.script({"fault": "slow_prediction", "seconds": 1.3})
+    result = only(backend.generate([req()]))
+    assert isinstance(result, GeneratedImage)
+    assert only(replicate_env.requests_to("create")).headers["prefer"] == "wait=1"
+    assert len(replicate_env.requests_to("get")) >= 1
+    backend.close()
+
+
+def test_output_already_there_while_processing(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    replicate_env.script("processing_with_output")
+    assert isinstance(only(backend.generate([req()])), GeneratedImage)
+
+
+# ------------------------------------------------------------------------------------------ validation
+INVALID = [
+    (req(steps=30), "takes steps 1..4, got 30"),
+    (req(DEV, steps=28, guidance=12), "takes guidance 0..10, got 12"),
+    (req(options={"style": "x"}), "has no option 'style'"),
+    (req(options={"aspect_ratio": "7:5"}), "allowed values: 1:1, 16:9"),
+    (req(options={"output_format": "gif"}), "allowed values: webp, jpg, png"),
+    (req(options={"go_fast": "yes"}), "go_fast='yes'"),
+    (req(options={"megapixels": 1}), "megapixels=1"),
+    (req(options={"output_quality": 101}), "0..100"),
+    (req(options={"num_outputs": 2}), "one image per request"),
+    (req(options={"seed": 3}), "set from the spec's 'seed'"),
+    (req(options={"num_inference_steps": 2}), "set from the spec's 'steps'"),
+    (req(options={"deadline_s": -1}), "positive number"),
+    (req(scheduler="DDIM"), "no choice of scheduler"),
+    (req(prompt="   "), "prompt is empty"),
+    (req("stability-ai/sdxl", steps=20), "not an official model"),
+    (req(f"stability-ai/sdxl:{SDXL_VERSION}", steps=20, width=100, height=100), "128..2048 in multiples of 8"),
+    (req(f"stability-ai/sdxl:{SDXL_VERSION}", steps=20, scheduler="Euler"), "no scheduler 'Euler'"),
+    (req("flux-schnell"), "not 'owner/name'"),
+]
+
+
+@pytest.mark.parametrize(("request_", "message"), INVALID)
+def test_invalid_requests_fail_at_plan_time(backend: ReplicateBackend, replicate_env: ReplicateStandin,
+                                            request_: GenerationRequest, message: str) -> None:
+    with pytest.raises(UnsupportedRequestError) as info:
+        backend.validate(request_)
+    assert message in str(info.value)
+    assert replicate_env.requests == []
+
+
+def test_unknown_models_pass_options_through(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    request = req("someone/some-model:abc123", options={"width": 512, "anything": 1})
+    with pytest.raises(UnsupportedRequestError, match="'width' field"):
+        backend.validate(request)
+    request = req("someone/some-model:abc123", options={"image_size": 512, "anything": 1})
+    backend.validate(request)
+    loose = backend.uncontrolled(request)
+    assert "unknown" in loose["steps"] and "unknown" in loose["size"]
+    assert backend.estimate_cost(request) == 0.0
+    inputs, _ = backend.build_input(request)
+    assert inputs == {"prompt": request.prompt, "seed": 7, "image_size": 512, "anything": 1}
+    outcome = only(backend.generate([request]))  # the stand-in does not know it
+    assert isinstance(outcome, GenerationFailure) and "Invalid version" in outcome.reason
+
+
+def test_capabilities_and_costs(backend: ReplicateBackend) -> None:
+    caps = backend.capabilities(DEFAULT_MODEL)
+    assert (caps.seeds, caps.max_batch, caps.concurrency, caps.guidance, caps.negative_prompt) == (True, 1, 4, False,
+                                                                                                  False)
+    assert backend.capabilities(DEV).guidance is True
+    assert backend.capabilities(f"stability-ai/sdxl:{SDXL_VERSION}").schedulers is True
+    assert backend.estimate_cost(req()) == 0.003
+    assert backend.estimate_cost(req(DEV)) == 0.025
+    assert parse_model_ref("a/b:v1") == ("a/b", "v1") and parse_model_ref("a/b") == ("a/b", None)
+
+
+# ------------------------------------------------------------------------------------------ faults
+def run_fault(backend: ReplicateBackend, server: ReplicateStandin, *faults: Any,
+              request: GenerationRequest | None = None) -> Any:
+    server.script(*faults)
+    try:
+        return only(backend.generate([request or req()]))
+    except BackendError as exc:
+        return exc
+
+
+OUTCOMES = [
+    ("nsfw", "BLOCKED", "ContentPolicyError", "NSFW content detected"),
+    ({"fault": "failed", "error": "CUDA out of memory"}, "FAILED", "PredictionFailed", "failed: CUDA out of memory"),
+    ("canceled", "FAILED", "PredictionCanceled", "was canceled"),
+    ("aborted", "FAILED", "PredictionAborted", "aborted"),
+    ("expired_output", "FAILED", "InvalidResponseError", "expired"),
+    ("data_removed", "FAILED", "InvalidResponseError", "data_removed"),
+]
+
+
+@pytest.mark.parametrize("prefer_wait_s", [10, 0], ids=["prefer-wait", "polling"])
+@pytest.mark.parametrize(("fault", "status", "error_type", "message"), OUTCOMES,
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_prediction_outcomes(replicate_env: ReplicateStandin, prefer_wait_s: int, fault: Any, status: str,
+                             error_type: str, message: str) -> None:
+    backend = make_backend(prefer_wait_s=prefer_wait_s)
+    outcome = run_fault(backend, replicate_env, fault)
+    assert isinstance(outcome, GenerationFailure), outcome
+    assert (outcome.status, outcome.error_type) == (status, error_type)
+    assert message in outcome.reason
+    assert outcome.backend_ids["prediction_id"] == replicate_env.created[0].id  # even for 'aborted'
+    backend.close()
+
+
+def test_never_finishing_prediction_is_canceled_at_the_deadline(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(deadline_s=0.6, prefer_wait_s=0)
+    started = time.monotonic()
+    outcome = run_fault(backend, replicate_env, "never")
+    assert time.monotonic() - started < 2.0
+    assert isinstance(outcome, GenerationFailure) and outcome.error_type == "DeadlineExceeded"
+    assert "deadline exceeded" in outcome.reason and "canceled" in outcome.reason
+    cancel = only(replicate_env.requests_to("cancel"))
+    assert cancel.path == f"/v1/predictions/{outcome.backend_ids['prediction_id']}/cancel"
+    assert replicate_env.predictions[outcome.backend_ids["prediction_id"]].canceled_at is not None
+    backend.close()
+
+
+def test_deadline_option_per_request(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    started = time.monotonic()
+    outcome = run_fault(backend, replicate_env, "never", request=req(options={"deadline_s": 0.4}))
+    assert isinstance(outcome, GenerationFailure) and "deadline exceeded after 0.4 s" in outcome.reason
+    assert time.monotonic() - started < 1.5
+    assert "deadline_s" not in only(replicate_env.requests_to("create")).json["input"]
+
+
+def test_poll_errors_are_retried_inside_the_deadline(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, "503_get", "504_get", {"fault": "500", "on": "get"},
+                        {"fault": "drop", "on": "get"})
+    assert isinstance(outcome, GeneratedImage), outcome
+    assert outcome.notes["poll_errors"].startswith("4")
+    assert len(replicate_env.requests_to("create")) == 1  # never a second prediction
+    backend.close()
+
+
+RAISED = [
+    ({"fault": "429", "retry_after": 3}, RateLimitError, "rate limit"),
+    ("402", QuotaError, "out of credit"),
+    ("500", TransientBackendError, "HTTP 500"),
+    ("502_html", TransientBackendError, "HTTP 502"),
+    ("503", TransientBackendError, "HTTP 503"),
+    ("drop", TransientBackendError, "could not reach"),
+    ({"fault": "slow", "seconds": 1.5}, TransientBackendError, "may have started anyway"),
+    ("401", AuthenticationError, "REPLICATE_API_TOKEN"),
+]
+
+
+@pytest.mark.parametrize(("fault", "error", "message"), RAISED, ids=lambda v: v if isinstance(v, str) else None)
+def test_create_faults_raise_mapped_errors(replicate_env: ReplicateStandin, fault: Any, error: type,
+                                           message: str) -> None:
+    # prefer_wait_s=0: the SDK sends that create with no timeout at all; the slow fault shows ours applies.
+    # (With Prefer: wait=N the SDK sets its own read timeout, N + 0.5 s.)
+    backend = make_backend(timeout_s=0.5, prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, fault)
+    assert type(outcome) is error, outcome
+    assert message in str(outcome)
+    assert outcome.__cause__ is not None  # mapped with raise ... from
+    assert len(replicate_env.requests_to("create")) == 1  # a POST is never retried here
+    if isinstance(outcome, RateLimitError):
+        assert outcome.retry_after == 3.0
+    backend.close()
+
+
+def test_server_side_input_validation_and_bad_version_fail_that_run(backend: ReplicateBackend,
+                                                                    replicate_env: ReplicateStandin) -> None:
+    outcome = only(backend.generate([req(steps=30)]))  # validate() skipped: the stand-in answers 422
+    assert isinstance(outcome, GenerationFailure) and outcome.status == "FAILED"
+    assert "HTTP 422" in outcome.reason and "Input validation failed" in outcome.reason
+    assert "num_inference_steps" in outcome.reason
+    bad_version = only(backend.generate([req(f"{DEFAULT_MODEL}:{'0' * 64}")]))
+    assert "Invalid version or not permitted" in bad_version.reason
+    not_official = only(backend.generate([req("stability-ai/sdxl", steps=20)]))
+    assert "HTTP 404" in not_official.reason
+
+
+def test_outputs_removed_after_the_ttl(replicate_env: ReplicateStandin) -> None:
+    replicate_env.data_ttl_s = 0.0
+    backend = make_backend(prefer_wait_s=0)
+    outcome = only(backend.generate([req()]))
+    assert isinstance(outcome, GenerationFailure) and "data_removed" in outcome.reason
+    backend.close()
+
+
+def test_token_goes_only_to_replicate_hosts(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    other = ReplicateStandin().start()
+    try:
+        client = backend._client()
+        with pytest.raises(_Failed, match="HTTP 401"):
+            backend._download(client, f"{other.url}/files/p/out-0.png", "p")
+        assert "authorization" not in only(other.requests).headers
+    finally:
+        other.stop()
+
+
+def test_file_output_objects_are_accepted(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    from replicate.helpers import FileOutput
+
+    first = only(backend.generate([req()]))
+    client = backend._client()
+    url = f"{replicate_env.url}/files/{first.backend_ids['prediction_id']}/out-0.png"
+    data = backend._download(client, FileOutput(url, client), "p")
+    assert data == first.original_bytes
+
+
+# ------------------------------------------------------------------------------------------ keys and setup
+def test_missing_token_fails_before_any_request(replicate_standin: ReplicateStandin,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    backend = make_backend(base_url=replicate_standin.base_url)
+    with pytest.raises(AuthenticationError, match="REPLICATE_API_TOKEN"):
+        backend.preflight({DEFAULT_MODEL})
+    with pytest.raises(AuthenticationError, match="REPLICATE_API_TOKEN"):
+        backend.generate([req()])
+    assert replicate_standin.requests == []
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", FAKE_REPLICATE_TOKEN)
+    monkeypatch.setitem(sys.modules, "replicate", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'workbench\[replicate\]'"):
+        make_backend(base_url="http://127.0.0.1:1").preflight({DEFAULT_MODEL})
+
+
+def test_the_token_never_appears_in_errors_results_notes_or_environment(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(timeout_s=0.5, deadline_s=0.6, prefer_wait_s=0)
+    texts: list[str] = []
+    faults = [f for f, *_ in RAISED] + [f for f, *_ in OUTCOMES] + ["never", "503_get", None]
+    for fault in faults:
+        outcome = run_fault(backend, replicate_env, fault) if fault else only(backend.generate([req()]))
+        texts += [str(outcome), repr(outcome)]
+        exc: BaseException | None = outcome if isinstance(outcome, BaseException) else None
+        while exc is not None:
+            texts += [str(exc), repr(exc)]
+            exc = exc.__cause__ or exc.__context__
+        if not isinstance(outcome, BaseException):
+            texts += [json.dumps(dict(getattr(outcome, "notes", {}))), json.dumps(dict(outcome.environment)),
+                      json.dumps(dict(outcome.backend_ids))]
+    texts.append(json.dumps(backend.environment(DEFAULT_MODEL)))
+    blob = "\n".join(texts)
+    assert FAKE_REPLICATE_TOKEN not in blob and "WORKBENCHFAKETOKEN" not in blob
+    assert f"Bearer {FAKE_REPLICATE_TOKEN}" in replicate_env.all_text()
+    backend.close()
+
+
+def test_environment_fingerprint(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    env = backend.environment(DEFAULT_MODEL)
+    assert env["backend"] == "replicate" and env["sdk"] == "replicate" and env["sdk_version"] == "1.0.7"
+    assert env["api_host"] == replicate_env.url.removeprefix("http://")
+    assert "model_version" not in env
+
+
+def test_registry_backend_follows_the_environment(replicate_env: ReplicateStandin,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.02")
+    backend = get_backend("replicate", deadline_s=3.0)
+    assert isinstance(backend, ReplicateBackend)
+    assert isinstance(only(backend.generate([req()])), GeneratedImage)
+
+
+def test_predictions_run_concurrently_and_thread_safely(backend: ReplicateBackend,
+                                                        replicate_env: ReplicateStandin) -> None:
+    requests = [req(seed=seed) for seed in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda r: only(backend.generate([r])), requests))
+    for request, result in zip(requests, results, strict=True):
+        assert isinstance(result, GeneratedImage)
+        assert result.backend_ids["seed"] == str(request.seed)
+        assert quadrant_colours(result.image) == expected_colours(request.prompt, request.seed)
+    assert len(replicate_env.requests_to("create")) == 8
+
+
+def test_control_route_scripts_faults(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
+    answer = httpx.post(f"{replicate_env.url}/__control/script", json=[{"fault": "nsfw"}])
+    assert answer.json() == {"queued": 1}
+    outcome = only(backend.generate([req()]))
+    assert isinstance(outcome, GenerationFailure) and outcome.status == "BLOCKED"
+
+
+def test_standin_speaks_replicate_auth_and_errors(replicate_standin: ReplicateStandin) -> None:
+    url = replicate_standin.url
+    no_token = httpx.post(f"{url}/v1/predictions", json={"version": FLUX_SCHNELL_VERSION, "input": {"prompt": "x"}})
+    assert no_token.status_code == 401 and no_token.json()["title"] == "Unauthenticated"
+    auth = {"Authorization": f"Bearer {FAKE_REPLICATE_TOKEN}"}
+    invalid = httpx.post(f"{url}/v1/models/{DEFAULT_MODEL}/predictions", headers=auth, json={"input": {}})
+    assert invalid.status_code == 422 and invalid.json()["invalid_fields"][0]["description"] == "prompt is required"
+    created = httpx.post(f"{url}/v1/predictions", headers={**auth, "Prefer": "wait=5"},
+                         json={"version": f"{DEFAULT_MODEL}:{FLUX_SCHNELL_VERSION}", "input": {"prompt": "x", "seed": 1}})
+    assert created.status_code == 201 and created.json()["status"] == "succeeded"
+    file_url = created.json()["output"][0]
+    assert httpx.get(file_url).status_code == 401 and httpx.get(file_url, headers=auth).status_code == 200

@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.errors import BudgetError, SpecError
+from workbench.experiment import cells, expand, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spec(**changes):  # type: ignore[no-untyped-def]
+    data = {"name": "t", "prompt": "a {{ colour }} circle", "variables": {"colour": "red"},
+            "backend": "fake", "model": "m", "params": {"width": 64, "height": 64, "steps": 4, "guidance": 5},
+            "seeds": [1, 2]}
+    data.update(changes)
+    return parse_spec(data)
+
+
+def test_every_shipped_spec_is_valid_and_expands() -> None:
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        requests = expand(load_spec(path))
+        assert requests, path
+        assert len({r.run_key for r in requests}) == len(requests)
+
+
+def test_one_factor_at_a_time_expansion() -> None:
+    s = spec(vary={"guidance": [2, 9], "var.colour": ["blue"]})
+    requests = expand(s)
+    # base + 2 guidance levels + 1 colour level, × 2 seeds
+    assert len(requests) == 8
+    base = [r for r in requests if r.factor is None]
+    assert {(r.prompt, r.guidance, r.seed) for r in base} == {("a red circle", 5.0, 1), ("a red circle", 5.0, 2)}
+    for r in requests:
+        differs = {k for k, v in r.factor_values().items() if v != base[0].factor_values()[k]} - {"seed", "replicate"}
+        # every comparison differs from the base in exactly one factor (the prompt follows var.colour)
+        assert differs <= {"guidance", "var.colour", "prompt"}
+        assert len(differs - {"prompt"}) <= 1
+    blue = [r for r in requests if r.factor == "var.colour"]
+    assert {r.prompt for r in blue} == {"a blue circle"} and {r.guidance for r in blue} == {5.0}
+
+
+def test_a_level_equal_to_base_is_the_base_cell() -> None:
+    requests = expand(spec(vary={"guidance": [5, 9]}))
+    assert len(requests) == 4  # base (=5) and 9, × 2 seeds
+
+
+def test_expansion_is_deterministic() -> None:
+    s = spec(vary={"guidance": [2, 9], "steps": [8]})
+    assert [r.run_key for r in expand(s)] == [r.run_key for r in expand(s)]
+
+
+def test_seedless_backends_get_replicates() -> None:
+    requests = expand(spec(), seeds_supported=lambda backend, model: False)
+    assert [(r.seed, r.replicate) for r in requests] == [(None, 0), (None, 1)]
+    assert len({r.run_key for r in requests}) == 2
+
+
+def test_two_axis_grid_crosses_levels() -> None:
+    s = spec(seeds=[1], grid={"rows": {"factor": "steps", "levels": [4, 8]},
+                              "cols": {"factor": "guidance", "levels": [2, 5, 9]}})
+    assert len(cells(s)) == 1 + 6
+    requests = expand(s)
+    assert {(r.steps, r.guidance) for r in requests} == {(4, 2.0), (4, 5.0), (4, 9.0), (8, 2.0), (8, 5.0), (8, 9.0)}
+
+
+def test_template_spec_renders_with_family_defaults() -> None:
+    s = parse_spec({"name": "p", "template": "product", "backend": "fake", "model": "m", "seeds": [1],
+                    "variables": {"product": "a red mug"}})
+    (request,) = expand(s)
+    assert "a red mug" in request.prompt
+    assert request.template == "product" and request.template_version
+    assert request.guidance >= 9  # the product family's recommended guidance
+    assert request.negative_prompt
+
+
+def test_varying_the_template_passes_each_its_own_variables() -> None:
+    s = parse_spec({"name": "p", "template": "photoreal", "backend": "fake", "model": "m", "seeds": [1],
+                    "variables": {"subject": "a fox"}, "vary": {"template": ["concept_art"]}})
+    requests = expand(s)
+    assert {r.template for r in requests} == {"photoreal", "concept_art"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seeds": [1, 1]}, "seed 1 appears twice"),
+    ({"seeds": []}, "at 'seeds'"),
+    ({"vary": {"guidance": []}}, "no levels"),
+    ({"vary": {"guidance": [3, 3]}}, "appears twice"),
+    ({"vary": {"colour": ["x"]}}, "unknown factor 'colour'"),
+    ({"vary": {"seed": [1]}}, "seeds are replicates"),
+    ({"vary": {"size": ["64x64"], "width": [32]}}, "both change 'width'"),
+    ({"vary": {"guidance": ["high"]}}, "not a non-negative number"),
+    ({"vary": {"size": ["big"]}}, "like '512x768'"),
+    ({"template": "photoreal"}, "exactly one of 'template'"),
+    ({"colour": "red"}, "at 'colour': unknown key"),
+    ({"params": {"cfg": 7}}, "at 'params.cfg': unknown key; allowed keys here: width, height"),
+    ({"params": {"steps": 0}}, "at 'params.steps'"),
+    ({"grid": {"rows": {"factor": "steps", "levels": [1]}, "cols": {"factor": "steps", "levels": [2]}}},
+     "rows and cols both vary"),
+])
+def test_bad_specs_name_the_problem(changes, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        spec(**changes)
+
+
+def test_missing_model_is_named() -> None:
+    with pytest.raises(SpecError, match="at 'model': required key is missing"):
+        parse_spec({"name": "x", "prompt": "p", "seeds": [1]})
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_spec(path)
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(path)
+
+
+def test_combinatorial_explosion_is_capped() -> None:
+    s = spec(seeds=list(range(50)), vary={"guidance": list(range(1, 30))}, max_images=100)
+    with pytest.raises(BudgetError, match="30 cells × 50 seeds = 1500 images, over max_images=100"):
+        expand(s)
+
+
+def test_unknown_template_variable_in_spec() -> None:
+    s = parse_spec({"name": "p", "template": "photoreal", "backend": "fake", "model": "m", "seeds": [1],
+                    "variables": {"colour": "red"}})
+    with pytest.raises(SpecError, match="has no variable"):
+        expand(s)
+
+
+def test_spec_round_trips_through_yaml(tmp_path: Path) -> None:
+    s = spec(vary={"guidance": [2]})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(s.model_dump(exclude_defaults=True)))
+    assert [r.run_key for r in expand(load_spec(path))] == [r.run_key for r in expand(s)]

@@ -1,0 +1,189 @@
+"""The orchestrator against a real MLflow store, with the in-process fake backend."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from workbench.backends import registry
+from workbench.backends.base import Backend, Capabilities
+from workbench.backends.fake import fake_image
+from workbench.errors import AuthenticationError, RateLimitError, TransientBackendError
+from workbench.experiment import parse_spec
+from workbench.runner import RetryPolicy, run_experiment
+from workbench.tracking import Tracker
+from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05)
+
+
+def make_spec(**changes):  # type: ignore[no-untyped-def]
+    data = {"name": "sweep", "prompt": "a {{ colour }} circle", "variables": {"colour": "red"},
+            "backend": "fake", "model": "m", "params": {"width": 32, "height": 32, "steps": 4, "guidance": 5},
+            "seeds": [1, 2], "vary": {"guidance": [2, 9], "var.colour": ["blue"]}}
+    data.update(changes)
+    return parse_spec(data)
+
+
+class ScriptedBackend(Backend):
+    """Fails the way it is told to: per prompt word, or for the first N calls."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail_first: list[Exception] = []
+        self.fatal_after: int | None = None
+
+    def capabilities(self, model: str) -> Capabilities:
+        return Capabilities(seeds=True, max_batch=1)
+
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls += 1
+        if self.fail_first:
+            raise self.fail_first.pop(0)
+        if self.fatal_after is not None and self.calls > self.fatal_after:
+            raise AuthenticationError("key revoked")
+        out: list[GenerationResult] = []
+        for r in batch:
+            if "blue" in r.prompt:
+                out.append(GenerationFailure(r, "moderation_blocked: the prompt was refused", status="BLOCKED"))
+            elif r.guidance == 9:
+                raise ValueError("a bug in the backend")
+            else:
+                out.append(GeneratedImage(request=r, image=fake_image(r)))
+        return out
+
+
+@pytest.fixture
+def scripted():  # type: ignore[no-untyped-def]
+    backend = ScriptedBackend()
+    registry._instances["scripted"] = backend
+    registry.register_backend("scripted", ScriptedBackend)
+    registry._instances["scripted"] = backend
+    yield backend
+    registry._registered.pop("scripted", None)
+    registry._instances.pop("scripted", None)
+
+
+def test_run_logs_every_image_with_params_tags_artifacts(tracking_uri: str, fake_backend, tmp_path: Path) -> None:
+    summary = run_experiment(make_spec(), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    assert (summary.planned, summary.finished, summary.skipped, summary.failed) == (8, 8, 0, 0)
+    assert summary.ok
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id], "tags.`workbench.kind` = 'image'")
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    blue = [r for r in runs if r.data.params["var.colour"] == "blue"]
+    assert len(blue) == 2
+    run = blue[0]
+    assert run.data.params["prompt"] == "a blue circle"
+    assert run.data.params["guidance"] == "5.0" and run.data.params["size"] == "32x32"
+    assert run.data.tags["workbench.factor"] == "var.colour" and run.data.tags["workbench.level"] == "blue"
+    assert run.data.tags["mlflow.parentRunId"] == summary.parent_run_id
+    assert "latency_s" in run.data.metrics and "image_mean" in run.data.metrics
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"image.png", "request.json", "prompt.txt", "environment.json"} <= names
+    # the PNG carries both metadata chunks, and its workbench chunk names this run
+    image = Image.open(Tracker(tracking_uri).client.download_artifacts(run.info.run_id, "image.png", str(tmp_path)))
+    meta = json.loads(image.info["workbench"])
+    assert meta["run_id"] == run.info.run_id and meta["run_key"] == run.data.tags["workbench.run_key"]
+    assert image.info["parameters"].startswith("a blue circle\n")
+    assert "Seed: " in image.info["parameters"] and "CFG scale: 5.0" in image.info["parameters"]
+    # the parent run holds the spec, the plan, the summary and the grids
+    parent = {a.path for a in client.list_artifacts(summary.parent_run_id)}
+    assert {"spec.yaml", "plan.json", "summary.json", "grids"} <= parent
+    assert client.get_run(summary.parent_run_id).info.status == "FINISHED"
+    assert sorted(p.name for p in summary.grids) == ["grid-guidance.png", "grid-var.colour.png"]
+    assert all(p.is_file() and p.parent == tmp_path for p in summary.grids)
+
+
+def test_rerun_skips_what_is_finished(tracking_uri: str, fake_backend, tmp_path: Path) -> None:
+    run_experiment(make_spec(), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    calls = len(fake_backend.calls)
+    again = run_experiment(make_spec(), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    assert (again.skipped, again.finished) == (8, 0)
+    assert len(fake_backend.calls) == calls  # nothing generated
+    bigger = run_experiment(make_spec(seeds=[1, 2, 3]), tracking_uri=tracking_uri, progress=False,
+                            grids_dir=tmp_path)
+    assert (bigger.skipped, bigger.finished) == (8, 4)
+    runs = Tracker(tracking_uri).records("sweep")
+    assert len(runs) == 12 and len({r.run_key for r in runs}) == 12  # never duplicated
+
+
+def test_batches_share_calls(tracking_uri: str, fake_backend, tmp_path: Path) -> None:
+    run_experiment(make_spec(seeds=[1, 2, 3, 4, 5]), tracking_uri=tracking_uri, progress=False,
+                   grids_dir=tmp_path, max_batch=4)
+    # guidance changes the batch key; colour (a prompt change) and seeds share calls:
+    # base+blue = 10 requests → 4, 4, 2; guidance 2 → 4, 1; guidance 9 → 4, 1
+    assert sorted(fake_backend.calls, reverse=True) == [4, 4, 4, 4, 2, 1, 1]
+
+
+def test_failures_are_isolated_and_logged(tracking_uri: str, scripted: ScriptedBackend, tmp_path: Path) -> None:
+    summary = run_experiment(make_spec(backend="scripted"), tracking_uri=tracking_uri, progress=False,
+                             grids_dir=tmp_path, retry=FAST_RETRY)
+    assert (summary.finished, summary.failed, summary.blocked) == (4, 2, 2)
+    records = {(r.params["guidance"], r.params["var.colour"], r.params["seed"]): r
+               for r in Tracker(tracking_uri).records("sweep")}
+    crashed = records[("9.0", "red", "1")]
+    assert crashed.status == "FAILED" and "ValueError: a bug in the backend" in crashed.reason
+    blocked = records[("5.0", "blue", "1")]
+    assert blocked.status == "FAILED" and blocked.outcome == "BLOCKED" and "moderation_blocked" in blocked.reason
+    # failed runs are tried again on the next run; finished ones are not
+    scripted.calls = 0
+    again = run_experiment(make_spec(backend="scripted"), tracking_uri=tracking_uri, progress=False,
+                           grids_dir=tmp_path, retry=FAST_RETRY)
+    assert again.skipped == 4 and scripted.calls == 4
+
+
+def test_retryable_errors_are_retried_with_retry_after(tracking_uri: str, scripted: ScriptedBackend,
+                                                      tmp_path: Path) -> None:
+    scripted.fail_first = [RateLimitError("429", retry_after=0.01), TransientBackendError("502 bad gateway")]
+    summary = run_experiment(make_spec(backend="scripted", vary={}, seeds=[1]), tracking_uri=tracking_uri,
+                             progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    assert (summary.finished, summary.retries) == (1, 2)
+
+
+def test_retries_are_bounded(tracking_uri: str, scripted: ScriptedBackend, tmp_path: Path) -> None:
+    scripted.fail_first = [TransientBackendError("503")] * 5
+    summary = run_experiment(make_spec(backend="scripted", vary={}, seeds=[1]), tracking_uri=tracking_uri,
+                             progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    assert (summary.finished, summary.failed) == (0, 1)
+    (record,) = Tracker(tracking_uri).records("sweep")
+    assert "after 3 attempts" in record.reason
+
+
+def test_a_fatal_error_stops_the_sweep_and_keeps_finished_work(tracking_uri: str, scripted: ScriptedBackend,
+                                                               tmp_path: Path) -> None:
+    scripted.fatal_after = 2
+    summary = run_experiment(make_spec(backend="scripted", vary={}, seeds=[1, 2, 3, 4]), tracking_uri=tracking_uri,
+                             progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    assert summary.finished == 2 and summary.not_run == 2
+    assert summary.stopped and "key revoked" in summary.stopped
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(summary.parent_run_id).info.status == "FAILED"
+    assert len(Tracker(tracking_uri).records("sweep", statuses=["FINISHED"])) == 2
+
+
+def test_experiment_name_override(tracking_uri: str, fake_backend, tmp_path: Path) -> None:
+    summary = run_experiment(make_spec(vary={}), tracking_uri=tracking_uri, experiment="elsewhere",
+                             progress=False, grids_dir=tmp_path)
+    assert summary.experiment == "elsewhere"
+    assert len(Tracker(tracking_uri).records("elsewhere")) == 2
+
+
+def test_artifacts_live_next_to_the_store_not_the_cwd(tracking_uri: str, fake_backend, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_experiment(make_spec(vary={}), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+    assert list(elsewhere.iterdir()) == []
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name("sweep")
+    store_dir = Path(tracking_uri[len("sqlite:///"):]).parent
+    assert experiment.artifact_location.startswith((store_dir / "artifacts").as_uri())

@@ -1,0 +1,585 @@
+"""OpenAI images backend: ``client.images.generate`` through the official ``openai`` SDK.
+
+Model profiles are data (``PROFILES``): sizes, qualities, options, prompt limit, whether the model returns
+a ``revised_prompt``, and an estimated price per image. A request a model cannot take fails in
+``validate`` (plan time), naming the allowed values. The API has no seed: every image is flagged
+``seed_not_controlled`` and replicates are independent draws.
+
+Retries belong to the runner: the SDK client is built with ``max_retries=0`` and every SDK error is mapped
+at this boundary (``raise ... from``) into ``workbench.errors``. Responses are checked here because the SDK
+does not check them: no ``data``, bad base64, HTML or a non-image become ``InvalidResponseError``, a
+``TransientBackendError`` or a FAILED result. The key comes only from ``OPENAI_API_KEY`` (the SDK also
+reads ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) and never appears in a message.
+
+Example:
+    >>> backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1")
+    >>> backend.estimate_cost(GenerationRequest(backend="openai", model="gpt-image-1.5", prompt="a fox",
+    ...                                         width=1024, height=1024, options={"quality": "low"}))
+    0.009
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from importlib import metadata
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ..errors import (
+    AuthenticationError,
+    BackendError,
+    InvalidResponseError,
+    MissingDependencyError,
+    QuotaError,
+    RateLimitError,
+    TransientBackendError,
+    UnsupportedRequestError,
+)
+from ..prompt_diff import diff_prompts
+from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+from .base import Backend, Capabilities
+
+__all__ = ["OpenAIBackend", "OpenAIModelProfile", "PROFILES", "PRICES_AS_OF", "CURRENT_MODELS",
+           "DEFAULT_BASE_URL"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PRICES_AS_OF = "2026-11-22"  # prices below are estimates from the published price pages of that date
+
+
+@dataclass(frozen=True)
+class OpenAIModelProfile:
+    """What one OpenAI image model accepts and costs. Change prices with ``dataclasses.replace``."""
+
+    name: str
+    family: Literal["gpt-image", "dall-e"]
+    sizes: tuple[tuple[int, int], ...] | None  # None: free WxH (multiples of 16, aspect 1:3..3:1, <=3840x2160)
+    qualities: tuple[str, ...]
+    # Options a spec may set (``request.options``): name -> allowed values (None: checked by hand).
+    options: Mapping[str, tuple[Any, ...] | None]
+    max_n: int = 1
+    max_prompt_chars: int = 32000
+    returns_revised_prompt: bool = False
+    # "b64_json" for DALL·E (never a URL that expires); None: the model always answers b64 and rejects
+    # the parameter (GPT-image).
+    response_format: str | None = None
+    # USD per image by ("WxH", quality); free-size models use ``price_per_mpx`` (per 1024x1024 area).
+    prices: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    price_per_mpx: Mapping[str, float] = field(default_factory=dict)
+    # quality priced when the spec does not set one ("auto" is priced as the most expensive: an upper bound)
+    default_price_quality: str = "high"
+    seconds_per_image: float = 20.0
+    retired: bool = False
+    retired_note: str = ""
+    # Gone from api.openai.com but still served by compatible servers (and the test stand-in).
+    legacy: bool = False
+
+
+_GPT_SIZES = ((1024, 1024), (1536, 1024), (1024, 1536))
+_GPT_QUALITIES = ("low", "medium", "high", "auto")
+_GPT_OPTIONS: Mapping[str, tuple[Any, ...] | None] = {
+    "quality": _GPT_QUALITIES,
+    "background": ("transparent", "opaque", "auto"),
+    "output_format": ("png", "jpeg", "webp"),
+    "output_compression": None,  # int 0..100, jpeg/webp only
+    "moderation": ("low", "auto"),
+}
+
+
+def _square_tall_wide(square: float, other: float) -> dict[str, float]:
+    return {"1024x1024": square, "1536x1024": other, "1024x1536": other}
+
+
+def _gpt_prices(low: tuple[float, float], medium: tuple[float, float],
+                high: tuple[float, float]) -> dict[tuple[str, str], float]:
+    prices: dict[tuple[str, str], float] = {}
+    for quality, (square, other) in (("low", low), ("medium", medium), ("high", high)):
+        for size, price in _square_tall_wide(square, other).items():
+            prices[(size, quality)] = price
+    return prices
+
+
+PROFILES: dict[str, OpenAIModelProfile] = {
+    "gpt-image-1.5": OpenAIModelProfile(
+        "gpt-image-1.5", "gpt-image", _GPT_SIZES, _GPT_QUALITIES, _GPT_OPTIONS, max_n=10,
+        prices=_gpt_prices(low=(0.009, 0.013), medium=(0.034, 0.05), high=(0.133, 0.2)),
+        seconds_per_image=25.0),
+    "gpt-image-1-mini": OpenAIModelProfile(
+        "gpt-image-1-mini", "gpt-image", _GPT_SIZES, _GPT_QUALITIES, _GPT_OPTIONS, max_n=10,
+        prices=_gpt_prices(low=(0.005, 0.006), medium=(0.011, 0.015), high=(0.036, 0.052)),
+        seconds_per_image=12.0),
+    "gpt-image-2": OpenAIModelProfile(
+        "gpt-image-2", "gpt-image", None, _GPT_QUALITIES, _GPT_OPTIONS, max_n=10,
+        price_per_mpx={"low": 0.01, "medium": 0.04, "high": 0.16}, seconds_per_image=30.0),
+    # Legacy profiles.
+    "dall-e-3": OpenAIModelProfile(
+        "dall-e-3", "dall-e", ((1024, 1024), (1792, 1024), (1024, 1792)), ("standard", "hd"),
+        {"quality": ("standard", "hd"), "style": ("vivid", "natural")}, max_n=1, max_prompt_chars=4000,
+        returns_revised_prompt=True, response_format="b64_json",
+        prices={("1024x1024", "standard"): 0.04, ("1792x1024", "standard"): 0.08,
+                ("1024x1792", "standard"): 0.08, ("1024x1024", "hd"): 0.08, ("1792x1024", "hd"): 0.12,
+                ("1024x1792", "hd"): 0.12},
+        default_price_quality="standard", seconds_per_image=15.0, legacy=True,
+        retired_note="retired from api.openai.com on 2026-05-12"),
+    "dall-e-2": OpenAIModelProfile(
+        "dall-e-2", "dall-e", ((256, 256), (512, 512), (1024, 1024)), ("standard",), {}, max_n=10,
+        max_prompt_chars=1000, response_format="b64_json",
+        prices={("256x256", "standard"): 0.016, ("512x512", "standard"): 0.018,
+                ("1024x1024", "standard"): 0.02},
+        default_price_quality="standard", seconds_per_image=8.0, retired=True,
+        retired_note="retired on 2026-05-12"),
+    "gpt-image-1": OpenAIModelProfile(
+        "gpt-image-1", "gpt-image", _GPT_SIZES, _GPT_QUALITIES, _GPT_OPTIONS, max_n=10,
+        prices=_gpt_prices(low=(0.011, 0.016), medium=(0.042, 0.063), high=(0.167, 0.25)),
+        retired=True, retired_note="shut down on 2026-10-23"),
+}
+CURRENT_MODELS = tuple(name for name, p in PROFILES.items() if not p.retired and not p.legacy)
+
+_SAFETY_CODES = {"content_policy_violation", "moderation_blocked"}
+_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{3,}|r8_[A-Za-z0-9]{3,})")
+
+
+def _redact(text: str, secret: str | None = None) -> str:
+    """Remove anything that looks like a key (and the key itself) from server-provided text."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _SECRET.sub("[redacted]", text)
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else None."""
+    if not headers:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return max(float(value), 0.0)
+        except ValueError:
+            try:
+                return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _image_format(pil_format: str | None) -> str | None:
+    return {"PNG": "png", "WEBP": "webp", "JPEG": "jpeg", "MPO": "jpeg"}.get(pil_format or "")
+
+
+def decode_image(data: bytes) -> tuple[Any, str]:
+    """Decode and fully load image bytes with PIL; ``(image, "png"|"webp"|"jpeg")`` or ``ValueError``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"not an image: {len(data)} bytes starting {data[:16]!r}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"the image does not decode ({len(data)} bytes): {exc}") from exc
+    fmt = _image_format(image.format)
+    if fmt is None:
+        raise ValueError(f"unexpected image format {image.format!r}; expected PNG, WebP or JPEG")
+    return image, fmt
+
+
+class OpenAIBackend(Backend):
+    """Images from the OpenAI images API.
+
+    Args:
+        base_url: API root including ``/v1``; default ``$OPENAI_BASE_URL``, else ``https://api.openai.com/v1``.
+        timeout_s: per-call timeout; default ``$WORKBENCH_OPENAI_TIMEOUT_S``, else 120 s.
+        concurrency: calls in flight at once (read by the runner); default 4.
+        profiles: extra or replacement model profiles, merged over ``PROFILES``.
+
+    Request options (``request.options``), per profile: ``quality``, ``background``, ``output_format``,
+    ``output_compression``, ``moderation`` (GPT-image); ``quality``, ``style`` (dall-e-3).
+    """
+
+    name = "openai"
+
+    def __init__(self, *, base_url: str | None = None, timeout_s: float | None = None, concurrency: int = 4,
+                 profiles: Mapping[str, OpenAIModelProfile] | None = None) -> None:
+        self._base_url = base_url
+        env_timeout = os.environ.get("WORKBENCH_OPENAI_TIMEOUT_S")
+        self.timeout_s = float(timeout_s if timeout_s is not None else env_timeout or 120.0)
+        self.concurrency = concurrency
+        self.profiles: dict[str, OpenAIModelProfile] = {**PROFILES, **(profiles or {})}
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str, float], Any] = {}
+        self._downloader: Any = None
+
+    # configuration ---------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        """The API root in use (constructor, else ``$OPENAI_BASE_URL``, else the public API)."""
+        return (self._base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc or self.base_url
+
+    @staticmethod
+    def _api_key() -> str | None:
+        return os.environ.get("OPENAI_API_KEY") or None
+
+    def _profile(self, model: str) -> OpenAIModelProfile:
+        profile = self.profiles.get(model)
+        if profile is None:
+            raise UnsupportedRequestError(
+                f"openai: unknown model '{model}'; known models: {', '.join(sorted(self.profiles))} "
+                f"(current: {', '.join(CURRENT_MODELS)}); add a profile with OpenAIBackend(profiles=...)")
+        return profile
+
+    def _client(self) -> Any:
+        try:
+            import openai
+        except ImportError as exc:
+            raise MissingDependencyError("openai", "openai") from exc
+        key = self._api_key()
+        if key is None:
+            raise AuthenticationError(self._missing_key_message())
+        cache_key = (key, self.base_url, self.timeout_s)
+        with self._lock:
+            client = self._clients.get(cache_key)
+            if client is None:
+                client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
+                                       timeout=openai.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)))
+                self._clients[cache_key] = client
+            return client
+
+    @staticmethod
+    def _missing_key_message() -> str:
+        return ("openai: no API key: set the OPENAI_API_KEY environment variable (keys are read from the "
+                "environment only, never from specs or files)")
+
+    # contract ----------------------------------------------------------------------------------------
+    def capabilities(self, model: str) -> Capabilities:
+        profile = self.profiles.get(model)
+        if profile is None:
+            return Capabilities(seeds=False, negative_prompt=False, guidance=False, steps=False,
+                                concurrency=self.concurrency, max_batch=1)
+        return Capabilities(seeds=False, max_batch=1, negative_prompt=False, guidance=False, steps=False,
+                            schedulers=False, revised_prompt=profile.returns_revised_prompt,
+                            sizes=profile.sizes, size_multiple=16, concurrency=self.concurrency,
+                            seconds_per_image=profile.seconds_per_image)
+
+    def validate(self, request: GenerationRequest) -> None:
+        profile = self._profile(request.model)
+        if profile.retired:
+            raise UnsupportedRequestError(
+                f"openai model '{request.model}' was {profile.retired_note or 'retired'}; use one of the "
+                f"current models: {', '.join(CURRENT_MODELS)}")
+        if profile.legacy and self.host == urlsplit(DEFAULT_BASE_URL).netloc:
+            raise UnsupportedRequestError(
+                f"openai model '{request.model}' is a legacy profile ({profile.retired_note}); it works only "
+                f"against a compatible server (set OPENAI_BASE_URL or base_url=). Current models: "
+                f"{', '.join(CURRENT_MODELS)}")
+        if len(request.prompt) > profile.max_prompt_chars:
+            raise UnsupportedRequestError(
+                f"openai model '{request.model}' takes prompts of at most {profile.max_prompt_chars} "
+                f"characters; this one has {len(request.prompt)}")
+        if not request.prompt.strip():
+            raise UnsupportedRequestError("openai: the prompt is empty")
+        self._validate_size(profile, request.width, request.height)
+        if request.scheduler:
+            raise UnsupportedRequestError(
+                f"openai model '{request.model}' has no choice of scheduler; remove "
+                f"'scheduler: {request.scheduler}' from the spec")
+        self._validate_options(profile, dict(request.options))
+
+    @staticmethod
+    def _validate_size(profile: OpenAIModelProfile, width: int, height: int) -> None:
+        if profile.sizes is not None:
+            if (width, height) not in profile.sizes:
+                allowed = ", ".join(f"{w}x{h}" for w, h in profile.sizes)
+                raise UnsupportedRequestError(
+                    f"openai model '{profile.name}' cannot make {width}x{height} images; allowed sizes: {allowed}")
+            return
+        problems = []
+        if width <= 0 or height <= 0 or width % 16 or height % 16:
+            problems.append("width and height must be positive multiples of 16")
+        elif not 1 / 3 <= width / height <= 3:
+            problems.append("the aspect ratio must be between 1:3 and 3:1")
+        if max(width, height) > 3840 or min(width, height) > 2160:
+            problems.append("the largest size is 3840x2160")
+        if problems:
+            raise UnsupportedRequestError(
+                f"openai model '{profile.name}' cannot make {width}x{height} images: {'; '.join(problems)} "
+                f"(any WxH with multiples of 16, aspect 1:3 to 3:1, at most 3840x2160)")
+
+    @staticmethod
+    def _validate_options(profile: OpenAIModelProfile, options: dict[str, Any]) -> None:
+        for key, value in options.items():
+            if key == "n":
+                raise UnsupportedRequestError(
+                    f"openai: option 'n' is not supported: each request is one image (model "
+                    f"'{profile.name}' allows n up to {profile.max_n}); ask for more seeds/replicates instead")
+            if key == "response_format":
+                raise UnsupportedRequestError(
+                    "openai: option 'response_format' is set by the backend (images are always fetched as "
+                    "base64 and validated); remove it from the spec")
+            if key not in profile.options:
+                allowed = ", ".join(sorted(profile.options)) or "none"
+                raise UnsupportedRequestError(
+                    f"openai model '{profile.name}' has no option '{key}'; options it takes: {allowed}")
+            allowed_values = profile.options[key]
+            if key == "output_compression":
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                    raise UnsupportedRequestError(
+                        f"openai: output_compression must be an integer 0..100, got {value!r}")
+                if options.get("output_format", "png") not in ("jpeg", "webp"):
+                    raise UnsupportedRequestError(
+                        "openai: output_compression needs output_format jpeg or webp "
+                        f"(got output_format {options.get('output_format', 'png')!r})")
+            elif allowed_values is not None and value not in allowed_values:
+                raise UnsupportedRequestError(
+                    f"openai model '{profile.name}' does not take {key}={value!r}; allowed values: "
+                    f"{', '.join(map(str, allowed_values))}")
+        if options.get("background") == "transparent" and options.get("output_format", "png") == "jpeg":
+            raise UnsupportedRequestError(
+                "openai: background 'transparent' needs output_format png or webp, not jpeg")
+
+    def uncontrolled(self, request: GenerationRequest) -> dict[str, str]:
+        out = super().uncontrolled(request)
+        out["seed"] = ("the OpenAI images API has no seed: each image is an independent draw "
+                       "(replicates, not seeds)")
+        return out
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        profile = self.profiles.get(request.model)
+        if profile is None:
+            return 0.0
+        quality = request.options.get("quality") or profile.default_price_quality
+        return self._price(profile, request.width, request.height, str(quality))
+
+    @staticmethod
+    def _price(profile: OpenAIModelProfile, width: int, height: int, quality: str) -> float:
+        if quality == "auto":
+            quality = "high"  # auto may pick any quality: price the most expensive (an upper bound)
+        if profile.price_per_mpx:
+            rate = profile.price_per_mpx.get(quality, max(profile.price_per_mpx.values()))
+            return round(rate * width * height / (1024 * 1024), 6)
+        size = f"{width}x{height}"
+        price = profile.prices.get((size, quality))
+        if price is None:  # unknown combination: the most expensive price for that size (upper bound)
+            candidates = [p for (s, _), p in profile.prices.items() if s == size] or list(profile.prices.values())
+            price = max(candidates) if candidates else 0.0
+        return price
+
+    def preflight(self, models: set[str]) -> None:
+        try:
+            import openai  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependencyError("openai", "openai") from exc
+        if self._api_key() is None:
+            raise AuthenticationError(self._missing_key_message())
+        for model in sorted(models):
+            self._profile(model)
+
+    def environment(self, model: str) -> dict[str, Any]:
+        try:
+            sdk_version = metadata.version("openai")
+        except metadata.PackageNotFoundError:
+            sdk_version = None
+        profile = self.profiles.get(model)
+        return {"backend": self.name, "model": model, "sdk": "openai", "sdk_version": sdk_version,
+                "api_host": self.host, "api": "images.generate",
+                "legacy_profile": bool(profile and profile.legacy), "prices_as_of": PRICES_AS_OF}
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+            downloader, self._downloader = self._downloader, None
+        for client in clients:
+            client.close()
+        if downloader is not None:
+            downloader.close()
+
+    # generation ----------------------------------------------------------------------------------------
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return [self._generate_one(request) for request in batch]
+
+    def _request_kwargs(self, profile: OpenAIModelProfile, request: GenerationRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": request.model, "prompt": request.prompt,
+                                  "size": f"{request.width}x{request.height}", "n": 1}
+        for key, value in request.options.items():
+            kwargs[key] = value
+        if profile.response_format is not None:
+            kwargs["response_format"] = profile.response_format
+        return kwargs
+
+    def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+        profile = self._profile(request.model)
+        client = self._client()  # raises MissingDependencyError / AuthenticationError first
+        import openai
+
+        kwargs = self._request_kwargs(profile, request)
+        env = self.environment(request.model)
+        start = time.perf_counter()
+        try:
+            raw = client.images.with_raw_response.generate(**kwargs)
+        except openai.APIStatusError as exc:
+            return self._status_error(exc, request, time.perf_counter() - start, env)
+        except openai.APITimeoutError as exc:
+            raise TransientBackendError(
+                f"openai: no answer from {self.host} within {self.timeout_s:g} s (model '{request.model}'); "
+                f"raise WORKBENCH_OPENAI_TIMEOUT_S if the model is slow") from exc
+        except openai.APIConnectionError as exc:
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
+            raise TransientBackendError(
+                f"openai: could not reach {self.host} ({cause}); check the network and OPENAI_BASE_URL") from exc
+        except openai.OpenAIError as exc:
+            raise BackendError(f"openai: {type(exc).__name__}: {_redact(str(exc), self._api_key())}") from exc
+
+        request_id = raw.headers.get("x-request-id") or None
+        ids = {"request_id": request_id} if request_id else {}
+        content_type = (raw.headers.get("content-type") or "").lower()
+        body: bytes = raw.content
+        if "html" in content_type or body.lstrip()[:1] == b"<":
+            raise TransientBackendError(
+                f"openai: {self.host} answered HTML (HTTP {raw.status_code}) instead of JSON, e.g. a proxy or "
+                f"gateway page; check OPENAI_BASE_URL", request_id=request_id)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise TransientBackendError(
+                f"openai: the answer from {self.host} is not valid JSON ({len(body)} bytes; cut off?)",
+                request_id=request_id) from exc
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not items:
+            raise InvalidResponseError(
+                f"openai: the answer holds no images ('data' {'missing' if items is None else 'empty'}); "
+                f"request id {request_id}", request_id=request_id)
+        item = items[0] if isinstance(items[0], dict) else {}
+
+        try:
+            payload = self._payload(item)
+            image, fmt = decode_image(payload)
+        except ValueError as exc:
+            return GenerationFailure(request=request, reason=f"InvalidResponse: {exc}", status="FAILED",
+                                     error_type="InvalidResponseError", backend_ids=ids,
+                                     latency_s=time.perf_counter() - start, environment=env)
+        latency = time.perf_counter() - start
+
+        revised = item.get("revised_prompt") if isinstance(item.get("revised_prompt"), str) else None
+        flags = {"seed_not_controlled"}
+        notes: dict[str, str] = {"seed": "the OpenAI images API has no seed; this image is an independent "
+                                         f"draw (replicate {request.replicate})"}
+        if revised is not None:
+            diff = diff_prompts(request.prompt, revised)
+            notes["prompt_diff"] = diff.to_text()
+            notes["prompt_drift"] = f"{diff.drift:.3f}"
+            if diff.revised_differs:
+                flags.add("prompt_revised")
+            if diff.dropped_elements:
+                flags.add("dropped_elements")
+                notes["dropped_elements"] = "; ".join(diff.dropped)
+        if image.size != (request.width, request.height):
+            flags.add("size_mismatch")
+            notes["size_mismatch"] = (f"asked {request.width}x{request.height}, got "
+                                      f"{image.size[0]}x{image.size[1]}")
+        quality = data.get("quality") or request.options.get("quality") or profile.default_price_quality
+        if data.get("quality"):
+            notes["quality"] = str(data["quality"])
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            notes["usage"] = json.dumps(usage, sort_keys=True)
+        if "url" in item and "b64_json" not in item:
+            notes["download"] = "the server answered with a URL; the image was downloaded at once"
+        cost = self._price(profile, request.width, request.height, str(quality))
+        return GeneratedImage(request=request, image=image, revised_prompt=revised, backend_ids=ids,
+                              latency_s=latency, cost_usd=cost, flags=frozenset(flags), notes=notes,
+                              environment=env, original_bytes=payload, original_format=fmt)
+
+    def _payload(self, item: Mapping[str, Any]) -> bytes:
+        b64 = item.get("b64_json")
+        if isinstance(b64, str) and b64:
+            try:
+                return base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"b64_json is not valid base64 ({len(b64)} characters)") from exc
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return self._download(url)
+        raise ValueError("the image item has neither 'b64_json' nor 'url'")
+
+    def _download(self, url: str) -> bytes:
+        """Fetch an image URL at once (they expire). The API key is never sent to the file host."""
+        import httpx2
+
+        with self._lock:
+            if self._downloader is None:
+                self._downloader = httpx2.Client(timeout=self.timeout_s, follow_redirects=True)
+            downloader = self._downloader
+        try:
+            response = downloader.get(url)
+        except httpx2.TimeoutException as exc:
+            raise TransientBackendError(f"openai: downloading the image timed out after {self.timeout_s:g} s"
+                                        ) from exc
+        except httpx2.HTTPError as exc:
+            raise TransientBackendError(f"openai: downloading the image failed ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise ValueError(f"the image URL answered HTTP {response.status_code} (expired?)")
+        return response.content
+
+    def _status_error(self, exc: Any, request: GenerationRequest, latency: float,
+                      env: Mapping[str, Any]) -> GenerationResult:
+        """Map an ``openai.APIStatusError``: raise for whole-call problems, return a result for this request."""
+        status = exc.status_code
+        request_id = getattr(exc, "request_id", None)
+        code = exc.code or ""
+        err_type = exc.type or ""
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = _redact(str(body.get("message") or ""), self._api_key())
+        headers = exc.response.headers if exc.response is not None else {}
+        content_type = (headers.get("content-type") or "").lower()
+        where = f"HTTP {status}" + (f" {code}" if code else "") + (f", request id {request_id}" if request_id else "")
+        ids = {"request_id": request_id} if request_id else {}
+        if status == 401:
+            raise AuthenticationError(
+                f"openai refused the API key ({where}); set a valid OPENAI_API_KEY "
+                f"(and OPENAI_ORG_ID / OPENAI_PROJECT_ID if you use them)", request_id=request_id) from exc
+        if status == 403:
+            raise AuthenticationError(
+                f"openai denied access to model '{request.model}' ({where}): {message or 'permission denied'}; "
+                f"check the key's project and organisation verification", request_id=request_id) from exc
+        if status == 429 and (code == "insufficient_quota" or err_type == "insufficient_quota"):
+            raise QuotaError(
+                f"openai quota exhausted ({where}): add credit or raise the limit in the OpenAI billing "
+                f"settings; retrying will not help", request_id=request_id) from exc
+        if status == 429:
+            after = retry_after_seconds(headers)
+            raise RateLimitError(f"openai rate limit ({where}): {message or 'too many requests'}",
+                                 retry_after=after, request_id=request_id) from exc
+        if status >= 500 or status in (408, 409):
+            html = "html" in content_type
+            detail = "an HTML error page (gateway or proxy)" if html else (message or "server error")
+            if (headers.get("x-should-retry") or "").lower() == "false":
+                raise BackendError(f"openai server error ({where}): {detail}; the server asked not to retry",
+                                   request_id=request_id) from exc
+            raise TransientBackendError(f"openai server error ({where}): {detail}",
+                                        retry_after=retry_after_seconds(headers), request_id=request_id) from exc
+        if code in _SAFETY_CODES or err_type == "image_generation_user_error":
+            return GenerationFailure(request=request, status="BLOCKED", error_type="ContentPolicyError",
+                                     reason=f"blocked by OpenAI's safety system ({code or err_type}): {message}",
+                                     backend_ids=ids, latency_s=latency, environment=env)
+        param = f" (parameter '{body.get('param')}')" if body.get("param") else ""
+        return GenerationFailure(request=request, status="FAILED", error_type="UnsupportedRequestError",
+                                 reason=f"openai rejected the request ({where}){param}: {message}",
+                                 backend_ids=ids, latency_s=latency, environment=env)

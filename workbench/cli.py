@@ -1,0 +1,253 @@
+"""The ``workbench`` command: thin. Each command parses, calls one library function, prints.
+
+Errors become exit codes here and only here: bad input (``UserInputError``) → 2, any other
+``WorkbenchError`` → 1, a sweep that stopped early or lost a write → 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import resolve_tracking_uri, workbench_home
+from .errors import UserInputError, WorkbenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def handle_errors(func: F) -> F:
+    """Map the exception tree to exit codes, printing ``error: …`` on stderr."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserInputError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(2)
+        except WorkbenchError as exc:
+            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            sys.exit(1)
+    return wrapper  # type: ignore[return-value]
+
+
+tracking_option = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
+                               help="MLflow tracking URI (default: the embedded SQLite store in the workbench home).")
+
+
+@click.group()
+@click.version_option(package_name="workbench")
+def cli() -> None:
+    """Prompt experiments for text-to-image models, tracked in MLflow.
+
+    \b
+    Quick start:
+      workbench templates list
+      workbench plan experiments/quickstart.yaml
+      workbench run experiments/quickstart.yaml
+      workbench ui
+    """
+
+
+def _register_templates() -> None:
+    from .cli_templates import templates_group
+    cli.add_command(templates_group)
+
+
+_register_templates()
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@tracking_option
+@click.option("--experiment", help="MLflow experiment name (default: the spec's name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@handle_errors
+def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: bool) -> None:
+    """Show what SPEC would run: cells, seeds, images, what is already logged, time and cost."""
+    from .experiment import load_spec
+    from .plan import make_plan
+    from .tracking import Tracker
+
+    loaded = load_spec(spec)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    result = make_plan(loaded, tracker=tracker, experiment=experiment)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    several = len({(r.backend, r.model) for r in result.rows}) > 1
+    title = f"plan: {loaded.name} → experiment '{result.experiment}'"
+    if not several:
+        title += f" on {result.rows[0].backend}:{result.rows[0].model}"
+    table = Table(title=title, title_justify="left")
+    columns = [("factor", "left"), ("level", "left")] + ([("backend:model", "left")] if several else []) + [
+        ("images", "right"), ("logged", "right"), ("to run", "right"), ("time", "right"), ("cost", "right")]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for row in result.rows:
+        level = row.label.split("=", 1)[1] if "=" in row.label else row.label
+        table.add_row(row.group, level, *([f"{row.backend}:{row.model}"] if several else []), str(row.images),
+                      str(row.done), str(row.to_run), _duration(row.est_seconds), f"${row.est_cost:.2f}")
+    table.add_section()
+    table.add_row("total", f"{len(result.rows)} cells × {len(loaded.seeds)} seeds", *([""] if several else []),
+                  str(result.total_images), str(len(result.done)), str(len(result.todo)),
+                  _duration(result.est_seconds), f"${result.est_cost:.2f}")
+    out.print(table)
+    if len(result.cost_by_backend()) > 1 or result.est_cost:
+        out.print("cost by backend: " + ", ".join(f"{k} ${v:.2f}" for k, v in result.cost_by_backend().items()))
+    for backend, params in result.uncontrolled.items():
+        for param, why in params.items():
+            out.print(f"[yellow]note:[/] {backend} cannot hold '{param}': {why}")
+    out.print(f"{len(result.batches)} batch(es); store: {tracker.display_uri}. Nothing was generated.")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@tracking_option
+@click.option("--experiment", help="MLflow experiment name (default: the spec's name).")
+@click.option("--max-cost", type=float, help="Refuse to start if the estimated cost in USD is higher.")
+@click.option("--max-batch", type=int, help="Largest batch per backend call.")
+@click.option("--grids-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write grid PNGs (default: <workbench home>/grids/<experiment>).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@handle_errors
+def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: float | None,
+        max_batch: int | None, grids_dir: Path | None, no_progress: bool) -> None:
+    """Generate every image of SPEC not already logged, log each to MLflow, write the grids."""
+    from .runner import run_experiment
+
+    summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
+                             max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("experiment", f"{summary.experiment} (id {summary.experiment_id})")
+    table.add_row("parent run", summary.parent_run_id)
+    table.add_row("images", f"{summary.planned} planned: {summary.finished} generated, {summary.skipped} already "
+                            f"logged (skipped), {summary.failed} failed, {summary.blocked} blocked"
+                  + (f", {summary.not_run} not run" if summary.not_run else ""))
+    table.add_row("runs logged", f"{summary.logged} this run, in {summary.seconds:.1f} s")
+    table.add_row("store", summary.tracking_uri)
+    for path in summary.grids:
+        table.add_row("grid", str(path))
+    out.print(table)
+    ui_hint = "workbench ui" if tracking_uri is None else f"workbench ui --tracking-uri {summary.tracking_uri}"
+    if summary.tracking_uri.startswith(("http://", "https://")):
+        ui_hint = f"open {summary.tracking_uri}"
+    out.print(f"open the MLflow UI: [bold]{ui_hint}[/]")
+    if summary.skipped and not summary.logged:
+        out.print("everything was already logged: nothing to generate.")
+    for failure in summary.log_failures:
+        err.print(f"[red]not logged:[/] {failure.run_key}: {failure.error}")
+    if summary.stopped:
+        err.print(f"[bold red]stopped:[/] {summary.stopped}")
+        err.print(f"resume with: workbench run {spec}")
+    if not summary.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("experiment")
+@tracking_option
+@click.option("--rows", default="seed", show_default=True, help="Factor down the side (or 'seed').")
+@click.option("--cols", required=True, help="Factor across the top, e.g. guidance or var.lighting.")
+@click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Hold a parameter at a value.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@handle_errors
+def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
+         output: Path) -> None:
+    """Rebuild a labelled grid from what MLflow holds for EXPERIMENT (nothing is generated)."""
+    from .grid import grid_from_records
+    from .tracking import Tracker
+
+    fixed = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserInputError(f"--where '{item}' is not KEY=VALUE")
+        fixed[key] = value
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    if tracker.experiment_id(experiment, create=False) is None:
+        names = [e.name for e in tracker.client.search_experiments()]
+        raise UserInputError(f"no experiment '{experiment}' in {tracker.display_uri}; experiments: "
+                             f"{', '.join(names) or '(none)'}")
+    records = tracker.records(experiment)
+    image, data = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=fixed,
+                                    title=f"{experiment}: {cols} x {rows}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    image.save(output)
+    shown = sum(1 for c in data.cells.values() if c.image is not None)
+    out.print(f"wrote {output} ({len(data.row_levels)} rows × {len(data.col_levels)} columns, {shown} images"
+              + (f"; fixed: {', '.join(f'{k}={v}' for k, v in data.fixed.items())}" if data.fixed else "") + ")")
+
+
+@cli.command()
+@tracking_option
+@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(tracking_uri: str | None, port: int, host: str) -> None:
+    """Open the MLflow UI on the store (default: the embedded one)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)")
+    raise SystemExit(subprocess.call(command))
+
+
+@cli.group()
+def embedded() -> None:
+    """The embedded default model (built in code, no download)."""
+
+
+@embedded.command("build")
+@click.option("--name", default="tiny-sd", show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even if present.")
+@handle_errors
+def embedded_build(name: str, force: bool) -> None:
+    """Build the embedded model into the workbench home (deterministic; seconds)."""
+    from . import embedded as emb
+
+    path = emb.build(name, force=force)
+    out.print(f"embedded model [bold]embedded:{name}[/] ready at {path}")
+
+
+@cli.command()
+def info() -> None:
+    """Where the workbench keeps things, and which backends exist."""
+    from .backends.registry import list_backends
+
+    out.print(f"workbench home: {workbench_home()}")
+    out.print(f"tracking URI:   {resolve_tracking_uri(os.environ.get('MLFLOW_TRACKING_URI'))}")
+    out.print(f"backends:       {', '.join(list_backends())}")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

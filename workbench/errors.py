@@ -1,0 +1,155 @@
+"""One exception tree for the whole workbench.
+
+Every message says what is wrong, quotes the bad value, and says how to fix it.
+The CLI maps the tree to exit codes (``cli.py`` only): ``UserInputError`` → 2, any
+other ``WorkbenchError`` → 1.
+
+    WorkbenchError
+    ├── UserInputError                 bad input; nothing was generated (exit code 2)
+    │   ├── TemplateError              template not found, syntax error, bad variables, sandbox escape
+    │   ├── SpecError                  experiment spec invalid (names the offending key)
+    │   ├── UnknownBackendError        backend name not registered (lists the valid names)
+    │   ├── UnsupportedRequestError    a request the backend/model cannot honour (plan time)
+    │   ├── BudgetError                plan is over --max-cost / max_images
+    │   └── MetadataError              PNG without (valid) workbench or A1111 metadata
+    ├── BackendError                   a backend call failed
+    │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
+    │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
+    │   ├── RateLimitError             429: retried with backoff (retryable)
+    │   ├── TransientBackendError      5xx, timeouts, dropped connections (retryable)
+    │   ├── ContentPolicyError         blocked by a safety filter: that run is BLOCKED, sweep goes on
+    │   ├── InvalidResponseError       a response we cannot use (no data, bad image)
+    │   └── MissingDependencyError     an optional extra is not installed (names the pip command)
+    └── TrackingError                  MLflow store unreachable or refused a write
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "WorkbenchError",
+    "UserInputError",
+    "TemplateError",
+    "SpecError",
+    "UnknownBackendError",
+    "UnsupportedRequestError",
+    "BudgetError",
+    "MetadataError",
+    "BackendError",
+    "AuthenticationError",
+    "QuotaError",
+    "RateLimitError",
+    "TransientBackendError",
+    "ContentPolicyError",
+    "InvalidResponseError",
+    "MissingDependencyError",
+    "TrackingError",
+]
+
+
+class WorkbenchError(Exception):
+    """Base of every error the workbench raises on purpose."""
+
+
+class UserInputError(WorkbenchError):
+    """The input (template, spec, option, file) is wrong; nothing was generated."""
+
+
+class TemplateError(UserInputError):
+    """A prompt template could not be found, parsed or rendered."""
+
+    def __init__(self, message: str, *, template: str | None = None, line: int | None = None,
+                 variable: str | None = None) -> None:
+        self.template = template
+        self.line = line
+        self.variable = variable
+        where = ""
+        if template:
+            where = f"template '{template}'"
+            if line:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class SpecError(UserInputError):
+    """An experiment spec is invalid."""
+
+
+class UnknownBackendError(UserInputError):
+    """No backend is registered under that name."""
+
+
+class UnsupportedRequestError(UserInputError):
+    """A backend or model cannot honour a request (size, n, option...)."""
+
+
+class BudgetError(UserInputError):
+    """The planned work exceeds a configured cap (images or cost)."""
+
+
+class MetadataError(UserInputError):
+    """A PNG holds no usable generation metadata."""
+
+
+class BackendError(WorkbenchError):
+    """A backend call failed.
+
+    ``retryable`` errors are retried by the runner with bounded backoff; ``fatal`` errors stop
+    the sweep at once (every finished image is kept); others fail only the affected runs.
+    """
+
+    retryable: bool = False
+    fatal: bool = False
+    status: str = "FAILED"
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        super().__init__(message)
+
+
+class AuthenticationError(BackendError):
+    fatal = True
+
+
+class QuotaError(BackendError):
+    fatal = True
+
+
+class RateLimitError(BackendError):
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 request_id: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, request_id=request_id)
+
+
+class TransientBackendError(BackendError):
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 request_id: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, request_id=request_id)
+
+
+class ContentPolicyError(BackendError):
+    status = "BLOCKED"
+
+
+class InvalidResponseError(BackendError):
+    pass
+
+
+class MissingDependencyError(BackendError):
+    fatal = True
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"the optional dependency '{package}' is not installed; "
+            f"install it with: pip install 'workbench[{extra}]'"
+        )
+
+
+class TrackingError(WorkbenchError):
+    """The MLflow store cannot be reached or refused a write."""

@@ -1,0 +1,354 @@
+"""Experiment specs and their expansion into generation requests (pure: no I/O but reading the spec).
+
+A spec names a template (or a literal prompt), its variables, a backend and model, base parameters,
+a locked list of seeds, and the factors to ``vary``. Expansion is one-factor-at-a-time: the base
+cell, then each factor swept over its levels while everything else stays at base, so every
+comparison differs in exactly one factor. An optional two-axis ``grid`` crosses two factors.
+Seeds are replicates inside every cell.
+
+Example spec (YAML)::
+
+    name: lighthouse
+    template: photoreal
+    variables: {subject: a lighthouse on a cliff}
+    backend: diffusers
+    model: embedded:tiny-sd
+    params: {width: 64, height: 64, steps: 10, guidance: 7.5, scheduler: ddim}
+    seeds: [1, 2, 3]
+    vary:
+      guidance: [3, 12]
+      var.lighting: [golden hour, overcast]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import BudgetError, SpecError, TemplateError
+from .types import GenerationRequest
+
+__all__ = ["ExperimentSpec", "GridAxis", "Grid", "Cell", "load_spec", "parse_spec", "expand", "cells",
+           "FACTOR_FIELDS", "DEFAULT_MAX_IMAGES"]
+
+DEFAULT_MAX_IMAGES = 1000
+
+# Generation parameters a factor may vary, and the request fields each one changes.
+FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
+    "guidance": ("guidance",),
+    "steps": ("steps",),
+    "scheduler": ("scheduler",),
+    "width": ("width",),
+    "height": ("height",),
+    "size": ("width", "height"),
+    "negative_prompt": ("negative_prompt",),
+    "prompt": ("prompt",),
+    "template": ("template",),
+    "model": ("model",),
+    "backend": ("backend", "model"),
+}
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+class Params(BaseModel):
+    """Base generation parameters (every factor not being varied stays here)."""
+
+    model_config = ConfigDict(extra="forbid")
+    width: int | None = Field(default=None, gt=0, le=8192)
+    height: int | None = Field(default=None, gt=0, le=8192)
+    steps: int | None = Field(default=None, gt=0, le=1000)
+    guidance: float | None = Field(default=None, ge=0, le=100)
+    scheduler: str | None = None
+
+
+class GridAxis(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: str
+    levels: list[Any] = Field(min_length=1)
+
+
+class Grid(BaseModel):
+    """A two-axis grid: every row level crossed with every column level, the rest at base."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: GridAxis
+    cols: GridAxis
+
+
+class ExperimentSpec(BaseModel):
+    """A controlled experiment. Unknown keys are rejected; see the module docstring for an example."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w][\w .\-]*$")
+    description: str = ""
+    template: str | None = None
+    prompt: str | None = None
+    variables: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    negative_prompt: str | None = None
+    backend: str = "diffusers"
+    model: str
+    params: Params = Field(default_factory=Params)
+    options: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(min_length=1)
+    vary: dict[str, list[Any]] = Field(default_factory=dict)
+    grid: Grid | None = None
+    max_images: int = Field(default=DEFAULT_MAX_IMAGES, gt=0)
+    max_batch: int | None = Field(default=None, gt=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        seen: set[int] = set()
+        for s in seeds:
+            if s < 0 or s >= 2**63:
+                raise ValueError(f"seed {s} is out of range: seeds are integers from 0 to 2**63-1")
+            if s in seen:
+                raise ValueError(f"seed {s} appears twice; each seed is one replicate, list it once")
+            seen.add(s)
+        return seeds
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentSpec:
+        if (self.template is None) == (self.prompt is None):
+            raise ValueError("give exactly one of 'template' (a library template name) or 'prompt' "
+                             "(a literal prompt)")
+        touched: dict[str, str] = {}
+        factors = list(self.vary.items())
+        if self.grid:
+            if self.grid.rows.factor == self.grid.cols.factor:
+                raise ValueError(f"grid: rows and cols both vary '{self.grid.rows.factor}'; pick two factors")
+            factors += [(self.grid.rows.factor, self.grid.rows.levels),
+                        (self.grid.cols.factor, self.grid.cols.levels)]
+        for factor, levels in factors:
+            _check_factor_name(factor, self)
+            if not levels:
+                raise ValueError(f"vary.{factor}: no levels given; list at least one level")
+            seen: list[Any] = []
+            for level in levels:
+                _check_level(factor, level)
+                if level in seen:
+                    raise ValueError(f"vary.{factor}: level {level!r} appears twice")
+                seen.append(level)
+            if factor in self.vary:  # the grid may repeat a vary factor on purpose; vary may not overlap itself
+                for f in FACTOR_FIELDS.get(factor, (factor,)):
+                    if f in touched and touched[f] != factor:
+                        raise ValueError(f"vary: '{touched[f]}' and '{factor}' both change '{f}', so one "
+                                         f"comparison would differ in two things; keep one of them")
+                    touched[f] = factor
+        return self
+
+
+def _check_factor_name(factor: str, spec: ExperimentSpec) -> None:
+    if factor.startswith("var."):
+        if not factor[4:].isidentifier():
+            raise ValueError(f"vary.{factor}: '{factor[4:]}' is not a valid variable name")
+        if spec.template is None and spec.prompt is not None and "{{" not in spec.prompt:
+            raise ValueError(f"vary.{factor}: the literal prompt uses no variables ({{{{ name }}}})")
+        return
+    if factor.startswith("option."):
+        return
+    if factor == "prompt" and spec.prompt is None:
+        raise ValueError("vary.prompt: only a spec with a literal 'prompt' can vary it; "
+                         "with a template, vary 'template' or a 'var.NAME'")
+    if factor == "template" and spec.template is None:
+        raise ValueError("vary.template: the spec uses a literal prompt; set 'template' to vary templates")
+    if factor not in FACTOR_FIELDS:
+        known = ", ".join([*FACTOR_FIELDS, "var.NAME", "option.NAME"])
+        hint = " (seeds are replicates: list them under 'seeds')" if factor == "seed" else ""
+        raise ValueError(f"vary: unknown factor '{factor}'{hint}; factors are: {known}")
+
+
+def _check_level(factor: str, level: Any) -> None:
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"vary.{factor}: level {level!r} is not {expected}")
+
+    if factor == "guidance" and (isinstance(level, bool) or not isinstance(level, (int, float)) or level < 0):
+        raise bad("a non-negative number")
+    if factor in ("steps", "width", "height") and (isinstance(level, bool) or not isinstance(level, int)
+                                                     or level <= 0):
+        raise bad("a positive whole number")
+    if factor == "size" and not (isinstance(level, str) and _SIZE.match(level)):
+        raise bad("a size like '512x768'")
+    if factor in ("scheduler", "template", "model", "backend", "prompt", "negative_prompt") and \
+            not isinstance(level, str):
+        raise bad("a string")
+    if not isinstance(level, (str, int, float, bool)):
+        raise bad("a plain value (string, number or boolean)")
+
+
+def parse_spec(data: Any, *, source: str = "spec") -> ExperimentSpec:
+    """Validate a mapping as an ``ExperimentSpec``; errors name the offending key."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: an experiment spec must be a YAML mapping (key: value), "
+                        f"got {type(data).__name__}")
+    try:
+        return ExperimentSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key; allowed keys here: {_allowed_keys(err['loc'])}"
+            elif err["type"] == "missing":
+                msg = "required key is missing"
+            lines.append(f"  at '{loc}': {msg}" + (f" (got {err['input']!r})" if err["type"] not in
+                                                  ("missing", "extra_forbidden") and _short(err["input"])
+                                                  else ""))
+        raise SpecError(f"{source}: invalid experiment spec\n" + "\n".join(lines)) from None
+
+
+def _short(value: Any) -> bool:
+    return not isinstance(value, (dict, list)) or len(repr(value)) < 80
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = ExperimentSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        for candidate in (Params, Grid, GridAxis):
+            if ann is candidate or (ann is not None and candidate in getattr(ann, "__args__", ())):
+                model = candidate
+    return ", ".join(model.model_fields)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a spec file (YAML, loaded safely)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, source=str(path))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One condition of the experiment: the factor levels that differ from base (empty = base)."""
+
+    group: str  # "base", the factor name, or "rows×cols" for the grid
+    changes: tuple[tuple[str, Any], ...]
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.changes) or "base"
+
+
+def cells(spec: ExperimentSpec) -> list[Cell]:
+    """Every condition, base first, in spec order; a level equal to base is the base cell itself."""
+    out = [Cell("base", ())]
+    for factor, levels in spec.vary.items():
+        out += [Cell(factor, ((factor, level),)) for level in levels]
+    if spec.grid:
+        r, c = spec.grid.rows, spec.grid.cols
+        group = f"{r.factor}×{c.factor}"
+        out += [Cell(group, ((r.factor, rl), (c.factor, cl))) for rl in r.levels for cl in c.levels]
+    return out
+
+
+def _apply(settings: dict[str, Any], factor: str, level: Any) -> None:
+    if factor.startswith("var."):
+        settings["variables"] = {**settings["variables"], factor[4:]: level}
+    elif factor.startswith("option."):
+        settings["options"] = {**settings["options"], factor[7:]: level}
+    elif factor == "size":
+        w, h = _SIZE.match(level).groups()  # type: ignore[union-attr]
+        settings["width"], settings["height"] = int(w), int(h)
+    elif factor == "backend":
+        backend, _, model = str(level).partition(":")
+        settings["backend"] = backend
+        settings["model"] = model or settings["model"]
+    else:
+        settings[factor] = level
+
+
+def expand(spec: ExperimentSpec, *, library: Any = None,
+           seeds_supported: Callable[[str, str], bool] | None = None) -> list[GenerationRequest]:
+    """All requests of ``spec``, deduplicated by run key, base cell first.
+
+    ``library`` is a ``TemplateLibrary`` (default: the configured one). ``seeds_supported(backend,
+    model)`` says whether a backend honours seeds; where it does not, the seeds become replicate
+    indices (``seed=None``) so the run is honest about what was held.
+    """
+    n_cells = len(cells(spec))
+    total = n_cells * len(spec.seeds)
+    if total > spec.max_images:
+        raise BudgetError(f"the spec expands to {n_cells} cells × {len(spec.seeds)} seeds = {total} images, "
+                          f"over max_images={spec.max_images}; reduce the levels or seeds, or raise "
+                          f"'max_images' in the spec")
+    if library is None and spec.template is not None:
+        from .templates import TemplateLibrary
+        library = TemplateLibrary()
+
+    template = spec.template
+    base_params = dict(library.get(template).defaults) if template else {}
+    base_params.update(spec.params.model_dump(exclude_none=True))
+    base: dict[str, Any] = {
+        "backend": spec.backend, "model": spec.model, "template": template, "prompt": spec.prompt,
+        "negative_prompt": spec.negative_prompt, "variables": dict(spec.variables),
+        "options": dict(spec.options),
+        "width": base_params.get("width", 512), "height": base_params.get("height", 512),
+        "steps": base_params.get("steps", 30), "guidance": float(base_params.get("guidance", 7.5)),
+        "scheduler": base_params.get("scheduler"),
+    }
+    requests: dict[str, GenerationRequest] = {}
+    rendered_cache: dict[str, tuple[str, str, str | None]] = {}
+    for cell in cells(spec):
+        settings = dict(base)
+        for factor, level in cell.changes:
+            _apply(settings, factor, level)
+        prompt, negative, version, variables = _render(spec, settings, library, rendered_cache)
+        seeded = seeds_supported(settings["backend"], settings["model"]) if seeds_supported else True
+        factor = cell.group if cell.changes else None
+        level = " × ".join(str(v) for _, v in cell.changes) if cell.changes else None
+        for index, seed in enumerate(spec.seeds):
+            request = GenerationRequest(
+                backend=settings["backend"], model=settings["model"], prompt=prompt, negative_prompt=negative,
+                seed=seed if seeded else None, replicate=index, width=settings["width"],
+                height=settings["height"], steps=settings["steps"], guidance=float(settings["guidance"]),
+                scheduler=settings["scheduler"], options=settings["options"], template=settings["template"],
+                template_version=version, variables=variables, experiment=spec.name, factor=factor, level=level)
+            requests.setdefault(request.run_key, request)
+    return list(requests.values())
+
+
+def _render(spec: ExperimentSpec, settings: dict[str, Any], library: Any,
+            cache: dict[str, Any]) -> tuple[str, str, str | None, dict[str, Any]]:
+    from .hashing import canonical_json
+    key = canonical_json({k: settings[k] for k in ("template", "prompt", "negative_prompt", "variables")})
+    if key in cache:
+        return cache[key]  # type: ignore[no-any-return]
+    if settings["template"] is not None:
+        template = library.get(settings["template"])
+        declared = template.variables
+        given = settings["variables"]
+        unknown = sorted(set(given) - set(declared))
+        if unknown and "template" not in spec.vary:
+            raise SpecError(f"variables: template '{template.name}' has no variable(s) {unknown}; its variables "
+                            f"are {sorted(declared)}")
+        # Varying the template: each template takes the variables it declares.
+        rendered = template.render({k: v for k, v in given.items() if k in declared})
+        negative = rendered.negative_prompt if settings["negative_prompt"] is None else settings["negative_prompt"]
+        result = (rendered.prompt, negative, rendered.version, dict(rendered.variables))
+    else:
+        from .templates import render_string
+        try:
+            prompt = render_string(settings["prompt"], settings["variables"], name="prompt")
+            negative = render_string(settings["negative_prompt"] or "", settings["variables"],
+                                     name="negative_prompt")
+        except TemplateError as exc:
+            raise SpecError(f"prompt: {exc}") from None
+        result = (prompt, negative, None, dict(settings["variables"]))
+    cache[key] = result
+    return result

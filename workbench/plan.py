@@ -1,0 +1,163 @@
+"""What a spec would do, before anything runs: cells, images, what is already done, time and cost.
+
+``make_plan`` expands the spec, validates every request against its backend (so a request the
+backend can't honour fails here, naming the allowed values), looks up finished runs by run key,
+and groups what is left into batches. Nothing is generated.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Backend
+from .backends.registry import get_backend
+from .errors import UnsupportedRequestError
+from .experiment import ExperimentSpec, expand
+from .types import GenerationRequest
+
+__all__ = ["Plan", "PlanRow", "make_plan", "make_batches"]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One cell of the experiment."""
+
+    group: str
+    label: str
+    backend: str
+    model: str
+    images: int
+    done: int
+    est_seconds: float | None
+    est_cost: float
+
+    @property
+    def to_run(self) -> int:
+        return self.images - self.done
+
+
+@dataclass
+class Plan:
+    spec: ExperimentSpec
+    experiment: str
+    requests: list[GenerationRequest]
+    done: dict[str, str]  # run key → run id of finished runs that will be skipped
+    rows: list[PlanRow]
+    batches: list[list[GenerationRequest]]
+    uncontrolled: dict[str, dict[str, str]] = field(default_factory=dict)  # backend → param → why
+    backends: dict[str, Backend] = field(default_factory=dict)
+
+    @property
+    def todo(self) -> list[GenerationRequest]:
+        return [r for r in self.requests if r.run_key not in self.done]
+
+    @property
+    def total_images(self) -> int:
+        return len(self.requests)
+
+    @property
+    def est_seconds(self) -> float | None:
+        values = [r.est_seconds for r in self.rows if r.to_run]
+        return None if any(v is None for v in values) else sum(v or 0.0 for v in values)
+
+    @property
+    def est_cost(self) -> float:
+        return sum(r.est_cost for r in self.rows)
+
+    def cost_by_backend(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for row in self.rows:
+            out[row.backend] = out.get(row.backend, 0.0) + row.est_cost
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment, "images": self.total_images, "done": len(self.done),
+            "to_run": len(self.todo), "batches": len(self.batches), "est_seconds": self.est_seconds,
+            "est_cost_usd": self.est_cost, "cost_by_backend": self.cost_by_backend(),
+            "uncontrolled": self.uncontrolled,
+            "cells": [{"group": r.group, "cell": r.label, "backend": r.backend, "model": r.model,
+                       "images": r.images, "done": r.done, "to_run": r.to_run, "est_seconds": r.est_seconds,
+                       "est_cost_usd": r.est_cost} for r in self.rows],
+        }
+
+
+def make_batches(requests: Sequence[GenerationRequest], backends: dict[str, Backend],
+                 max_batch: int | None = None) -> list[list[GenerationRequest]]:
+    """Group requests that can share one backend call, in first-seen order, up to each max batch."""
+    groups: OrderedDict[tuple[str, Any], list[GenerationRequest]] = OrderedDict()
+    for request in requests:
+        backend = backends[request.backend]
+        groups.setdefault((request.backend, backend.batch_key(request)), []).append(request)
+    batches: list[list[GenerationRequest]] = []
+    for (name, _), members in groups.items():
+        size = backends[name].capabilities(members[0].model).max_batch
+        if max_batch:
+            size = min(size, max_batch)
+        size = max(size, 1)
+        batches += [members[i:i + size] for i in range(0, len(members), size)]
+    return batches
+
+
+def _seconds_per_image(history: list[Any], backend: Backend, request: GenerationRequest) -> float | None:
+    # Median logged latency of the same backend/model/size/steps beats any prior.
+    same = [r.metrics["latency_s"] for r in history
+            if r.status == "FINISHED" and "latency_s" in r.metrics
+            and r.params.get("backend") == request.backend and r.params.get("model") == request.model
+            and r.params.get("size") == f"{request.width}x{request.height}"
+            and r.params.get("steps") == str(request.steps)]
+    if same:
+        return float(statistics.median(same))
+    return backend.estimate_seconds(request)
+
+
+def make_plan(spec: ExperimentSpec, *, tracker: Any = None, experiment: str | None = None,
+              library: Any = None, max_batch: int | None = None) -> Plan:
+    """Expand, validate and cost ``spec``; with a ``tracker``, mark what is already logged."""
+    experiment = experiment or spec.name
+    backends: dict[str, Backend] = {}
+
+    def backend(name: str) -> Backend:
+        if name not in backends:
+            backends[name] = get_backend(name)
+        return backends[name]
+
+    requests = expand(spec, library=library,
+                      seeds_supported=lambda name, model: backend(name).capabilities(model).seeds)
+    uncontrolled: dict[str, dict[str, str]] = {}
+    for request in requests:
+        b = backend(request.backend)
+        try:
+            b.validate(request)
+        except UnsupportedRequestError as exc:
+            cell = f"{request.factor}={request.level}" if request.factor else "the base cell"
+            raise UnsupportedRequestError(f"{exc} (in {cell} of spec '{spec.name}')") from None
+        for param, why in b.uncontrolled(request).items():
+            uncontrolled.setdefault(request.backend, {})[param] = why
+
+    history = tracker.records(experiment) if tracker is not None else []
+    wanted = {r.run_key for r in requests}
+    done = {r.run_key: r.run_id for r in history if r.status == "FINISHED" and r.run_key in wanted}
+    rows: list[PlanRow] = []
+    by_cell: OrderedDict[tuple[str, str, str, str], list[GenerationRequest]] = OrderedDict()
+    for request in requests:
+        label = f"{request.factor}={request.level}" if request.factor else "base"
+        group = request.factor or "base"
+        by_cell.setdefault((group, label, request.backend, request.model), []).append(request)
+    for (group, label, name, model), members in by_cell.items():
+        todo = [r for r in members if r.run_key not in done]
+        b = backend(name)
+        per_image = _seconds_per_image(history, b, members[0]) if todo else 0.0
+        rows.append(PlanRow(
+            group=group, label=label, backend=name, model=model, images=len(members),
+            done=len(members) - len(todo),
+            est_seconds=None if per_image is None else per_image * len(todo),
+            est_cost=sum(b.estimate_cost(r) for r in todo)))
+    todo_all = [r for r in requests if r.run_key not in done]
+    return Plan(spec=spec, experiment=experiment, requests=requests, done=done, rows=rows,
+                batches=make_batches(todo_all, backends, max_batch or spec.max_batch),
+                uncontrolled=uncontrolled, backends=backends)

@@ -1,0 +1,498 @@
+"""Prompt templates: YAML front matter + a Jinja2 body, rendered in a sandbox (pure: no I/O past loading).
+
+A template is ``<library dir>/<name>.j2``; files and folders starting with ``_`` (``_shared/``) hold
+macros and includes and are not templates::
+
+    ---
+    description: Photograph of a subject.                   # required
+    variables:                                              # no default = required
+      subject: {description: What the photo shows., default: a lighthouse}
+      lens: {description: Focal length., default: 85mm, allowed: [35mm, 85mm]}
+    negative_prompt: '{% import "_shared/quality.j2" as q %}{{ q.negative("photo") }}'
+    defaults: {guidance: 7, steps: 30}                      # guidance, steps, width, height, scheduler
+    notes: free text
+    tags: [photo]
+    ---
+    {% import "_shared/quality.j2" as q %}
+    photograph of {{ subject }}, shot on a {{ lens }} lens, {{ q.photo("high") }}
+
+Every failure is a ``TemplateError`` naming the template, the variable and the line. ``version`` hashes
+the file and everything it imports, includes or extends (what is hashed is exactly what renders).
+
+    >>> TemplateLibrary().render("photoreal", {"subject": "a red fox"}).prompt[:24]
+    'photograph of a red fox '
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import yaml
+from jinja2.exceptions import SecurityError
+from jinja2.loaders import split_template_path
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .config import template_dirs
+from .errors import TemplateError
+from .hashing import content_hash
+
+__all__ = ["TemplateVariable", "RenderedPrompt", "PromptTemplate", "TemplateLibrary", "load_template",
+           "render_string", "tidy"]
+
+FRONT_MATTER_KEYS = ("description", "variables", "negative_prompt", "defaults", "notes", "tags")
+VARIABLE_KEYS = ("description", "default", "allowed")
+DEFAULT_TYPES: dict[str, tuple[type, ...]] = {"guidance": (int, float), "steps": (int,), "width": (int,),
+                                              "height": (int,), "scheduler": (str,)}
+PLAIN_TYPES = (str, int, float, bool)
+# Refused even where the object lacks them (the sandbox itself blocks every "_*" attribute).
+UNSAFE_NAMES = frozenset({"mro", "os", "sys", "globals", "builtins", "subclasses", "func_globals", "f_globals",
+                          "gi_frame", "popen", "system", "eval", "exec", "import"})
+MAX_SIZE = 100_000  # the longest string/list an expression may build: ``'x' * 10**9`` is refused
+
+
+@dataclass(frozen=True)
+class TemplateVariable:
+    """A declared variable: ``required`` when the front matter gives no ``default``."""
+    name: str
+    description: str
+    default: Any = None
+    required: bool = False
+    allowed: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered template; ``variables`` are the resolved values (defaults + given)."""
+    prompt: str
+    negative_prompt: str
+    template: str
+    version: str
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    body: jinja2.Template
+    negative: jinja2.Template
+    files: dict[str, tuple[str, int]]  # compiled filename -> (label, line offset), to place runtime errors
+    stamp: tuple[Any, ...]              # (path, mtime, size) of the file and all it pulls in: cache validity
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A loaded template; build it with ``load_template`` or ``TemplateLibrary.get``.
+
+    >>> TemplateLibrary().get("product").render({"background": "gradient"}).variables["background"]
+    'gradient'
+    """
+    name: str
+    path: Path
+    description: str
+    variables: dict[str, TemplateVariable]
+    negative_prompt: str
+    defaults: dict[str, Any]
+    notes: str
+    tags: tuple[str, ...]
+    body: str
+    version: str
+    _compiled: _Compiled | None = field(default=None, repr=False, compare=False)
+
+    def render(self, variables: Mapping[str, Any] | None = None) -> RenderedPrompt:
+        """Render prompt and negative prompt, both tidied (see ``tidy``).
+
+        Unknown variables, missing required ones, values that are not str/int/float/bool and values
+        outside ``allowed`` are errors; nothing is silently dropped or fixed.
+        """
+        compiled = self._compiled or load_template(self.path)._compiled
+        assert compiled is not None
+        values = _resolve_values(self, variables or {})
+        hint = "declare it under 'variables:' in the front matter, or fix the name"
+        prompt = _render(compiled.body, values, self.name, compiled.files, hint)
+        if not prompt:
+            raise TemplateError("the body rendered to an empty prompt; give the variables non-empty values",
+                                template=self.name)
+        negative = _render(compiled.negative, values, self.name, compiled.files, hint)
+        return RenderedPrompt(prompt, negative, self.name, self.version, values)
+
+
+class TemplateLibrary:
+    """The templates in ``dirs`` (default ``config.template_dirs()``); earlier dirs shadow later ones,
+    for template names and for the shared files they import.
+
+    >>> TemplateLibrary().names()[:2]
+    ['concept_art', 'diagram']
+    """
+
+    def __init__(self, dirs: Sequence[Path] | None = None) -> None:
+        self.dirs = _dedupe(template_dirs() if dirs is None else dirs)
+        self._cache: dict[Path, PromptTemplate] = {}
+
+    def _paths(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for root in self.dirs:
+            for folder, subdirs, files in os.walk(root):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith(("_", ".")))
+                for file in sorted(f for f in files if f.endswith(".j2") and not f.startswith(("_", "."))):
+                    found.setdefault(Path(folder, file).relative_to(root).with_suffix("").as_posix(),
+                                     Path(folder, file))
+        return dict(sorted(found.items()))
+
+    def names(self) -> list[str]:
+        return list(self._paths())
+
+    def get(self, name: str) -> PromptTemplate:
+        paths = self._paths()
+        path = paths.get(name.removesuffix(".j2"))
+        if path is None:
+            raise TemplateError(f"no such template; available templates: {', '.join(paths) or '(none)'} "
+                                f"(searched {', '.join(map(str, self.dirs))}); check the spelling or add a "
+                                f"folder to $WORKBENCH_TEMPLATES", template=name)
+        cached = self._cache.get(path)
+        if cached and cached._compiled and cached._compiled.stamp == _stamp(p for p, *_ in cached._compiled.stamp):
+            return cached
+        self._cache[path] = template = load_template(path, search_dirs=self.dirs)
+        return template
+
+    def templates(self) -> list[PromptTemplate]:
+        return [self.get(name) for name in self.names()]
+
+    def render(self, name: str, variables: Mapping[str, Any] | None = None) -> RenderedPrompt:
+        return self.get(name).render(variables)
+
+
+def tidy(text: str) -> str:
+    """Collapse whitespace runs to one space, merge runs of commas (``", ,"``), drop a comma before
+    ``.;:!?`` and at either end: what empty optional variables leave behind.
+
+    >>> tidy("  photo of a cat ,  , in the rain ,  .")
+    'photo of a cat, in the rain.'
+    """
+    text = re.sub(r"\s*,(?:\s*,)*", ",", re.sub(r"\s+", " ", text))
+    return re.sub(r",\s*([.;:!?])", r"\1", text).strip(" ,")
+
+
+def load_template(path: Path, *, search_dirs: Sequence[Path] | None = None) -> PromptTemplate:
+    """Load, validate and compile one template file.
+
+    Imports resolve in ``search_dirs`` (default: the file's folder, then ``config.template_dirs()``).
+
+    >>> load_template(TemplateLibrary().dirs[-1] / "diagram.j2").defaults["width"]
+    1536
+    """
+    path = Path(path).resolve()
+    dirs = _dedupe([*search_dirs, path.parent] if search_dirs is not None else [path.parent, *template_dirs()])
+    name = next((path.relative_to(d).with_suffix("").as_posix() for d in dirs if path.is_relative_to(d)), path.stem)
+    try:
+        data = path.read_bytes()
+        front, body = _split(data.decode("utf-8"), name)
+    except OSError as exc:
+        raise TemplateError(f"cannot read {path}: {exc.strerror}; check the path", template=name) from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path} is not UTF-8 text; save it as UTF-8", template=name) from exc
+    text = data.decode("utf-8")
+    meta = _front_matter(front, name, text)
+    variables = _variables(meta.get("variables"), name, text)
+    negative, notes, tags = meta.get("negative_prompt") or "", meta.get("notes") or "", meta.get("tags") or []
+    for key, ok in (("negative_prompt", isinstance(negative, str)), ("notes", isinstance(notes, str)),
+                    ("tags", isinstance(tags, list) and all(isinstance(t, str) for t in tags))):
+        if not ok:
+            raise TemplateError(f"'{key}' must be {'a list of strings' if key == 'tags' else 'a string'}, "
+                                f"got {meta[key]!r}", template=name, line=_line(text, key))
+    env = _environment(dirs)
+    key_line = _line(text, "negative_prompt") or 1  # where the negative prompt's own line 1 sits in the file
+    offset = key_line if re.search(r"^negative_prompt\s*:\s*[|>]", text, re.M) else key_line - 1
+    sources = [("body", body, str(path), 0), ("negative_prompt", negative, f"{path}#negative_prompt", offset)]
+    asts = [_parse(env, name, source, filename, offset, "" if label == "body" else f" in the {label}")
+            for label, source, filename, offset in sources]
+    deps: dict[str, Any] = {}
+    for ast in asts:
+        _collect(env, ast, name, deps)
+    _check_declared(env, name, variables, [(s[0], s[1], s[3], a) for s, a in zip(sources, asts)]
+                    + [(ref, src, 0, a) for ref, (src, a) in deps.items()])
+    loaded: dict[str, tuple[Path, bytes]] = env.loader.files  # type: ignore[union-attr]
+    version = content_hash(b"\0".join([data] + [ref.encode() + b"\n" + loaded[ref][1] for ref in sorted(loaded)]))
+    files = {s[2]: (s[0], s[3]) for s in sources} | {str(p): (ref, 0) for ref, (p, _) in loaded.items()}
+    compiled = _Compiled(*(_compile(env, a, name, s[2]) for s, a in zip(sources, asts)), files=files,
+                         stamp=_stamp([path, *(p for p, _ in loaded.values())]))
+    return PromptTemplate(name, path, meta["description"].strip(), variables, negative,
+                          _defaults(meta.get("defaults"), name, text), notes.strip(), tuple(tags),
+                          body.lstrip("\n"), version, compiled)
+
+
+def render_string(source: str, variables: Mapping[str, Any], *, name: str = "<prompt>") -> str:
+    """Render a literal prompt that uses ``{{ }}`` in the same sandbox, tidied like templates.
+
+    Names not in ``variables`` are errors; extra variables are allowed. Library macros can be imported.
+
+    >>> render_string("a {{ color }} circle ,", {"color": "red"})
+    'a red circle'
+    """
+    values = {str(k): _check_value(name, str(k), v, None, "value") for k, v in variables.items()}
+    env = _environment(_dedupe(template_dirs()))
+    filename = name if name.startswith("<") else f"<{name}>"
+    ast = _parse(env, name, source, filename, 0, "")
+    _collect(env, ast, name, {})
+    hint = f"pass it in the variables (given: {', '.join(sorted(values)) or 'none'})"
+    return _render(_compile(env, ast, name, filename), values, name, {filename: ("prompt", 0)}, hint)
+
+
+# ---------------------------------------------------------------------------------------------- internals
+
+class _SnapshotLoader(jinja2.BaseLoader):
+    """Finds names in ``dirs`` (earlier first) once, then serves those bytes: what is hashed is what renders."""
+
+    def __init__(self, dirs: Sequence[Path]) -> None:
+        self.dirs = dirs
+        self.files: dict[str, tuple[Path, bytes]] = {}
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        if template not in self.files:
+            parts = split_template_path(template)  # refuses ".." segments
+            path = next((Path(d, *parts) for d in self.dirs if Path(d, *parts).is_file()), None)
+            if path is None:
+                raise jinja2.TemplateNotFound(template)
+            self.files[template] = (path, path.read_bytes())
+        path, data = self.files[template]
+        text = data.decode("utf-8")
+        if text.lstrip("\ufeff").startswith("---"):  # another template (extends): blank its front matter
+            text = _split(text, template)[1]
+        return text, str(path), lambda: True
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
+            raise SecurityError(f"the exponent {right!r} is too large")
+        seq, times = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+        if operator == "*" and isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                and len(seq) * times > MAX_SIZE:
+            raise SecurityError(f"the expression would build a value of {len(seq) * times} items")
+        return super().call_binop(context, operator, left, right)
+
+
+def _environment(dirs: Sequence[Path]) -> _Sandbox:
+    env = _Sandbox(loader=_SnapshotLoader(dirs), undefined=jinja2.StrictUndefined, autoescape=False,
+                   trim_blocks=True, lstrip_blocks=True)
+    for unused in ("lipsum", "cycler", "joiner"):  # globals stay plain data helpers: range, dict, namespace
+        env.globals.pop(unused, None)
+    env.filters["join_nonempty"] = lambda items, sep=", ": sep.join(
+        str(i).strip() for i in items if i is not None and str(i).strip())
+    env.filters["split_list"] = lambda value, sep=",": [p.strip() for p in str(value).split(sep) if p.strip()]
+    env.filters["quote"] = lambda value: f'"{value}"'
+    return env
+
+
+def _split(text: str, name: str) -> tuple[str, str]:
+    """(front matter, body padded with blank lines so that Jinja's line numbers are the file's)."""
+    lines = text.lstrip("\ufeff").split("\n")
+    if lines[0].rstrip() != "---":
+        raise TemplateError("the file must start with a '---' line that opens the YAML front matter "
+                            "(description, variables, ...), closed by another '---' line", template=name, line=1)
+    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
+    if end is None:
+        raise TemplateError("the front matter opened on line 1 is never closed; add a '---' line before the "
+                            "body", template=name, line=1)
+    return "\n".join(lines[1:end]), "\n" * (end + 1) + "\n".join(lines[end + 1:])
+
+
+def _front_matter(front: str, name: str, text: str) -> dict[str, Any]:
+    try:
+        meta = yaml.safe_load(front)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise TemplateError(f"the YAML front matter does not parse: {getattr(exc, 'problem', exc)}; fix the YAML",
+                            template=name, line=mark.line + 2 if mark else None) from exc
+    if not isinstance(meta, dict):
+        raise TemplateError(f"the front matter must be a YAML mapping (key: value lines), got "
+                            f"{type(meta).__name__}: {meta!r}", template=name, line=2)
+    for key in meta:
+        if key not in FRONT_MATTER_KEYS:
+            raise TemplateError(f"unknown front-matter key '{key}'; allowed keys: {', '.join(FRONT_MATTER_KEYS)}",
+                                template=name, line=_line(text, str(key)))
+    if not isinstance(meta.get("description"), str) or not meta["description"].strip():
+        raise TemplateError("the front matter needs a 'description' (one line saying what the template is for)",
+                            template=name, line=_line(text, "description") or 2)
+    return meta
+
+
+def _variables(raw: Any, name: str, text: str) -> dict[str, TemplateVariable]:
+    if not isinstance(raw, dict | None):
+        raise TemplateError("'variables' must map each name to {description, default, allowed}",
+                            template=name, line=_line(text, "variables"))
+    out: dict[str, TemplateVariable] = {}
+    for var, spec in (raw or {}).items():
+        line, var = _line(text, str(var), indented=True), str(var)
+
+        def fail(problem: str) -> TemplateError:
+            return TemplateError(problem, template=name, line=line, variable=var)
+        if not var.isidentifier():
+            raise fail(f"variable name {var!r} is not an identifier; use letters, digits and _")
+        if not isinstance(spec, dict) or not isinstance(spec.get("description"), str):
+            raise fail(f"variable '{var}' must be a mapping with a 'description' (and optionally 'default' and "
+                       f"'allowed'), got {spec!r}")
+        if unknown := sorted(set(spec) - set(VARIABLE_KEYS)):
+            raise fail(f"variable '{var}' has unknown key {unknown[0]!r}; allowed keys: {', '.join(VARIABLE_KEYS)}")
+        if "allowed" in spec and (not isinstance(spec["allowed"], list) or not spec["allowed"]):
+            raise fail(f"variable '{var}': 'allowed' must be a non-empty list, got {spec['allowed']!r}")
+        allowed = spec.get("allowed")
+        if allowed is not None:
+            allowed = tuple(_check_value(name, var, a, None, "allowed value") for a in allowed)
+        required = "default" not in spec
+        default = None if required else _check_value(name, var, spec["default"], allowed, "default")
+        out[var] = TemplateVariable(var, spec["description"].strip(), default, required, allowed)
+    return out
+
+
+def _defaults(raw: Any, name: str, text: str) -> dict[str, Any]:
+    if not isinstance(raw, dict | None):
+        raise TemplateError("'defaults' must be a mapping, e.g. {guidance: 7, steps: 30}",
+                            template=name, line=_line(text, "defaults"))
+    out: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        line = _line(text, str(key), indented=True)
+        if key not in DEFAULT_TYPES:
+            raise TemplateError(f"unknown key 'defaults.{key}'; allowed keys: {', '.join(DEFAULT_TYPES)}",
+                                template=name, line=line)
+        ok = isinstance(value, DEFAULT_TYPES[key]) and not isinstance(value, bool)
+        if not ok or (key in ("steps", "width", "height") and value <= 0) or (key == "guidance" and value < 0):
+            raise TemplateError(f"'defaults.{key}' must be a positive "
+                                f"{'/'.join(t.__name__ for t in DEFAULT_TYPES[key])}, got {value!r}",
+                                template=name, line=line)
+        out[key] = float(value) if key == "guidance" else value
+    return out
+
+
+def _check_value(template: str, var: str, value: Any, allowed: tuple[Any, ...] | None, what: str) -> Any:
+    if not isinstance(value, PLAIN_TYPES) or isinstance(value, float) and not math.isfinite(value):
+        raise TemplateError(f"variable '{var}': {what} {value!r} is a {type(value).__name__}; variable values are "
+                            f"plain text, finite numbers or booleans (str, int, float, bool)", template=template,
+                            variable=var)
+    if allowed is not None and not any(_same(value, a) for a in allowed):
+        raise TemplateError(f"variable '{var}': {what} {value!r} is not allowed; choose one of: "
+                            f"{', '.join(repr(a) for a in allowed)}", template=template, variable=var)
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: ``True`` is not ``1`` and ``"7"`` is not ``7``, but ``7 == 7.0``."""
+    if isinstance(a, (bool, str)) or isinstance(b, (bool, str)):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[str, Any]:
+    declared = template.variables
+    listing = ", ".join(f"{v.name} (required)" if v.required else f"{v.name}={v.default!r}"
+                        for v in declared.values()) or "(none)"
+    for key in given:
+        if key not in declared:
+            raise TemplateError(f"unknown variable '{key}'; declared variables: {listing}", template=template.name,
+                                variable=str(key))
+    values: dict[str, Any] = {}
+    for var in declared.values():
+        if var.name not in given and var.required:
+            raise TemplateError(f"required variable '{var.name}' ({var.description}) has no value; pass it. "
+                                f"Declared variables: {listing}", template=template.name, variable=var.name)
+        value = given[var.name] if var.name in given else var.default
+        values[var.name] = _check_value(template.name, var.name, value, var.allowed, "value")
+    return values
+
+
+def _line(text: str, key: str, *, indented: bool = False) -> int | None:
+    """1-based line of the first ``key:`` (at column 0, or indented), for error messages."""
+    match = re.search((r"^[ \t]+" if indented else "^") + re.escape(key) + r"[ \t]*:", text, re.M)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _parse(env: _Sandbox, name: str, source: str, filename: str, offset: int, where: str) -> Any:
+    try:
+        return env.parse(source, name, filename)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"Jinja2 syntax error{where}: {exc.message}; fix the tag or expression on that line",
+                            template=name, line=(exc.lineno or 1) + offset) from exc
+
+
+def _collect(env: _Sandbox, ast: Any, name: str, deps: dict[str, Any]) -> None:
+    """Every file ``ast`` imports/includes/extends, recursively: ``deps[ref] = (source, ast)``."""
+    for ref in jinja2.meta.find_referenced_templates(ast):
+        if ref is None:
+            raise TemplateError("an import/include/extends names its file with an expression; use a literal "
+                                "name such as \"_shared/quality.j2\" so the version can cover it", template=name)
+        if ref in deps:
+            continue
+        try:
+            source, filename, _ = env.loader.get_source(env, ref)  # type: ignore[union-attr]
+        except (jinja2.TemplateNotFound, OSError, UnicodeDecodeError) as exc:
+            dirs = ", ".join(map(str, env.loader.dirs))  # type: ignore[union-attr]
+            raise TemplateError(f"imports/includes '{ref}', which is in none of the template folders ({dirs}) or "
+                                f"is not readable UTF-8 text; check the name (relative to a template folder)",
+                                template=name) from exc
+        deps[ref] = (source, _parse(env, ref, source, filename, 0, f" (in a file that '{name}' imports)"))
+        _collect(env, deps[ref][1], ref, deps)
+
+
+def _check_declared(env: _Sandbox, name: str, variables: Mapping[str, TemplateVariable],
+                    sources: list[tuple[str, str, int, Any]]) -> None:
+    for label, source, offset, ast in sources:
+        for var in sorted(jinja2.meta.find_undeclared_variables(ast) - set(variables)):
+            line = next((ln for ln, kind, value in env.lex(source) if kind == "name" and value == var), None)
+            own = label in ("body", "negative_prompt")
+            raise TemplateError(
+                f"variable '{var}' is used in the {label}{'' if own else f' (line {line})'} but not declared; add "
+                f"it under 'variables:' in the front matter (with a description and a default) or fix the name; "
+                f"declared: {', '.join(variables) or '(none)'}", template=name, variable=var,
+                line=line + offset if own and line else None)
+
+
+def _compile(env: _Sandbox, ast: Any, name: str, filename: str) -> jinja2.Template:
+    return env.template_class.from_code(env, env.compile(ast, name, filename), env.make_globals(None), None)
+
+
+def _render(template: jinja2.Template, values: Mapping[str, Any], name: str,
+            files: Mapping[str, tuple[str, int]], hint: str) -> str:
+    try:
+        return tidy(template.render(values))
+    except Exception as exc:  # whatever a template raises becomes a TemplateError with its line
+        frames, tb = [], exc.__traceback__  # Jinja rewrites frames to the template file and its lines
+        while tb is not None:
+            if (where := files.get(tb.tb_frame.f_code.co_filename)) is not None:
+                frames.append((where[0], tb.tb_lineno + where[1]))
+            tb = tb.tb_next
+        label, line = frames[0] if frames else ("body", None)
+        inner = f" (raised in {frames[-1][0]}, line {frames[-1][1]})" if frames and frames[-1][0] != label else ""
+        found = re.search(r"attribute '([^']+)'", str(exc)) if isinstance(exc, jinja2.UndefinedError) else None
+        undefined = re.search(r"'(\w+)' is undefined", str(exc)) if isinstance(exc, jinja2.UndefinedError) else None
+        if isinstance(exc, SecurityError) or found and (found[1].startswith("_") or found[1] in UNSAFE_NAMES):
+            message = (f"template tried to reach an unsafe attribute or operation in the {label}{inner} ({exc}); "
+                       f"templates may only format their variables: remove that expression")
+        elif isinstance(exc, jinja2.UndefinedError):
+            fix = hint if undefined else "fix the expression (variables are plain values, without attributes)"
+            message = f"{exc.message} in the {label}{inner}; {fix}"
+        else:
+            message = f"rendering the {label} failed{inner}: {type(exc).__name__}: {exc}; fix that expression"
+        raise TemplateError(message, template=name, line=line, variable=undefined[1] if undefined else None) from exc
+
+
+def _dedupe(dirs: Sequence[Path]) -> tuple[Path, ...]:
+    return tuple(dict.fromkeys(Path(d).expanduser().resolve() for d in dirs))
+
+
+def _stamp(paths: Any) -> tuple[Any, ...]:
+    stats = []
+    for path in paths:
+        try:
+            st = path.stat()
+            stats.append((path, st.st_mtime_ns, st.st_size))
+        except OSError:
+            stats.append((path, None, None))
+    return tuple(stats)

@@ -1,0 +1,182 @@
+"""Core value types: what is asked for, what came back, what was logged.
+
+All are frozen dataclasses. ``GenerationRequest.run_key`` hashes exactly the fields that
+determine the image (see ``IMAGE_FIELDS``); provenance (template, experiment, factor) is
+carried along but never changes the key, so the same image asked for by two experiments is
+recognised as the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .hashing import canonical_json, run_key
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "IMAGE_FIELDS",
+    "GenerationRequest",
+    "GeneratedImage",
+    "GenerationFailure",
+    "GenerationResult",
+    "RunRecord",
+]
+
+# The fields of a request that determine the image: the run key covers these and only these.
+IMAGE_FIELDS = ("backend", "model", "prompt", "negative_prompt", "seed", "width", "height", "steps",
+                "guidance", "scheduler", "options")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image to generate.
+
+    Example:
+        >>> r = GenerationRequest(backend="diffusers", model="embedded:tiny-sd", prompt="a red circle",
+        ...                       seed=1, width=64, height=64, steps=10)
+        >>> len(r.run_key)
+        32
+    """
+
+    backend: str
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None
+    width: int = 512
+    height: int = 512
+    steps: int = 30
+    guidance: float = 7.5
+    scheduler: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    # Replicate index inside a cell; part of the key only where there is no seed (API backends),
+    # so that n replicates of a seedless request stay n distinct runs.
+    replicate: int = 0
+    # Provenance: where the request came from. Not part of the run key.
+    template: str | None = None
+    template_version: str | None = None
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    factor: str | None = None
+    level: Any = None
+
+    def image_fields(self) -> dict[str, Any]:
+        """The fields that determine the image, as plain JSON-able values."""
+        fields = {name: getattr(self, name) for name in IMAGE_FIELDS}
+        fields["options"] = dict(self.options)
+        fields["guidance"] = float(self.guidance)
+        if self.seed is None:
+            fields["replicate"] = self.replicate
+        return fields
+
+    @property
+    def run_key(self) -> str:
+        return run_key(self.image_fields())
+
+    def factor_values(self) -> dict[str, Any]:
+        """Flat view used for factors, grids and MLflow params (``var.NAME``, ``option.NAME``)."""
+        values: dict[str, Any] = {
+            "backend": self.backend,
+            "model": self.model,
+            "template": self.template,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "replicate": self.replicate,
+            "width": self.width,
+            "height": self.height,
+            "size": f"{self.width}x{self.height}",
+            "steps": self.steps,
+            "guidance": float(self.guidance),
+            "scheduler": self.scheduler,
+        }
+        values.update({f"var.{k}": v for k, v in self.variables.items()})
+        values.update({f"option.{k}": v for k, v in self.options.items()})
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["options"] = dict(self.options)
+        data["variables"] = dict(self.variables)
+        return data
+
+    def to_json(self) -> str:
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationRequest:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown request fields {unknown}; known fields are {sorted(known)}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """A successful generation: the image and everything the backend told us about it."""
+
+    request: GenerationRequest
+    image: Image.Image
+    revised_prompt: str | None = None
+    backend_ids: Mapping[str, str] = field(default_factory=dict)  # request id, prediction id, version
+    latency_s: float = 0.0  # wall time of the backend call, divided over the batch
+    cost_usd: float | None = None
+    # "nan", "black", "nsfw", "truncated_prompt", "seed_not_controlled", ...
+    flags: frozenset[str] = frozenset()
+    notes: Mapping[str, str] = field(default_factory=dict)  # human-readable detail per flag
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 1
+    batch_index: int = 0
+    # What the backend sent, when it was not our own PNG (API webp/jpeg): kept as an artifact.
+    original_bytes: bytes | None = None
+    original_format: str | None = None  # "png", "webp", "jpeg"
+
+    status: Literal["FINISHED"] = "FINISHED"
+
+
+@dataclass(frozen=True)
+class GenerationFailure:
+    """A request that produced no usable image. ``status`` BLOCKED means a safety filter."""
+
+    request: GenerationRequest
+    reason: str
+    status: Literal["FAILED", "BLOCKED"] = "FAILED"
+    error_type: str = ""
+    backend_ids: Mapping[str, str] = field(default_factory=dict)
+    latency_s: float = 0.0
+    environment: Mapping[str, Any] = field(default_factory=dict)
+
+
+GenerationResult = GeneratedImage | GenerationFailure
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One image run as read back from MLflow (no image bytes: fetch them lazily)."""
+
+    run_id: str
+    status: str  # FINISHED, FAILED, KILLED, RUNNING
+    run_key: str
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]
+    artifact_uri: str
+    start_time: int = 0
+
+    @property
+    def outcome(self) -> str:
+        """FINISHED, FAILED, BLOCKED or KILLED: what a grid cell should say."""
+        return self.tags.get("workbench.outcome", self.status)
+
+    @property
+    def reason(self) -> str:
+        return self.tags.get("workbench.status_reason", "")
