@@ -8,9 +8,11 @@ happens, every finished image is flushed to the store before ``run_experiment`` 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -202,7 +204,9 @@ def _generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: Re
             if len(results) != len(batch):
                 raise BackendError(f"backend '{backend.name}' returned {len(results)} results for "
                                    f"{len(batch)} requests")
-            return results
+            # Which images shared a call: reproduce --exact-batch regenerates the whole batch.
+            batch_id = uuid.uuid4().hex[:16]
+            return [dataclasses.replace(r, environment={**r.environment, "batch_id": batch_id}) for r in results]
         except BackendError as exc:
             if exc.fatal:
                 raise

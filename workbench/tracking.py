@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import socket
 import tempfile
 import threading
@@ -68,7 +69,8 @@ def _status_tags(result: GenerationResult) -> dict[str, str]:
     tags = {"workbench.outcome": "FINISHED"}
     if result.flags:
         tags["workbench.flags"] = ",".join(sorted(result.flags))
-        tags["workbench.status_reason"] = "; ".join(f"{k}: {v}" for k, v in sorted(result.notes.items()))[:7000]
+        tags["workbench.status_reason"] = "; ".join(
+            f"{k}: {v}" for k, v in sorted(result.notes.items()) if k in result.flags)[:7000]
     return tags
 
 
@@ -253,16 +255,18 @@ class Tracker:
                 **_status_tags(result), **(extra_tags or {})}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
+        if result.environment.get("batch_id"):
+            tags["workbench.batch_id"] = str(result.environment["batch_id"])
         run = self.client.create_run(experiment_id, run_name=_run_name(result), tags=tags)
         run_id = run.info.run_id
         try:
             metrics = {"latency_s": result.latency_s}
+            if result.cost_usd is not None:
+                metrics["cost_usd"] = result.cost_usd
             if isinstance(result, GeneratedImage):
                 pixels = np.asarray(result.image.convert("L"), dtype=np.float32)
                 metrics.update({"image_mean": float(pixels.mean()), "image_std": float(pixels.std()),
                                 "batch_size": result.batch_size, "batch_index": result.batch_index})
-                if result.cost_usd is not None:
-                    metrics["cost_usd"] = result.cost_usd
             now = int(time.time() * 1000)
             self.client.log_batch(
                 run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
@@ -288,6 +292,10 @@ class Tracker:
         if request.negative_prompt:
             (folder / "negative_prompt.txt").write_text(request.negative_prompt + "\n")
         (folder / "environment.json").write_text(json.dumps(dict(result.environment), indent=2, default=str))
+        for name, note in result.notes.items():  # backend logs, truncation details...
+            safe = re.sub(r"[^\w.-]", "_", str(name)).strip(".")[:64] or "note"  # never a path
+            (folder / "notes").mkdir(exist_ok=True)
+            (folder / "notes" / f"{safe}.txt").write_text(str(note) + "\n")
         if isinstance(result, GenerationFailure):
             (folder / "failure.txt").write_text(f"{result.status}: {result.reason}\n")
             return

@@ -154,6 +154,8 @@ class GenerationFailure:
     backend_ids: Mapping[str, str] = field(default_factory=dict)
     latency_s: float = 0.0
     environment: Mapping[str, Any] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)  # e.g. the backend's logs
+    cost_usd: float | None = None  # some APIs bill failed or blocked attempts too
 
 
 GenerationResult = GeneratedImage | GenerationFailure
