@@ -1,0 +1,107 @@
+"""Sweeps over the API backends, end to end: real SDKs → loopback stand-ins → real MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from tests.standins import (FAKE_OPENAI_KEY, FAKE_REPLICATE_TOKEN, OpenAIStandin, ReplicateStandin, openai_env,
+                            openai_standin, replicate_env, replicate_standin)
+from workbench.cli import cli
+from workbench.runner import RetryPolicy, run_experiment
+from workbench.tracking import Tracker
+
+__all__ = ["openai_env", "openai_standin", "replicate_env", "replicate_standin"]  # fixtures used below
+
+SPEC = """
+name: mixed
+prompt: a lighthouse on a cliff at dusk, oil painting
+backend: openai
+model: gpt-image-1-mini
+params: {width: 1024, height: 1024, steps: 4, guidance: 3.5}
+seeds: [1, 2]
+vary:
+  backend: ["replicate:black-forest-labs/flux-schnell", "fake:m"]
+"""
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_backend_as_the_varied_factor(openai_env: OpenAIStandin, replicate_env: ReplicateStandin, fake_backend,
+                                      tracking_uri: str, spec_path: Path, tmp_path: Path) -> None:
+    summary = run_experiment(spec_path, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+    assert (summary.finished, summary.failed) == (6, 0), summary
+    records = Tracker(tracking_uri).records("mixed")
+    by_backend = {}
+    for record in records:
+        by_backend.setdefault(record.params["backend"], []).append(record)
+    assert sorted(by_backend) == ["fake", "openai", "replicate"]
+    # OpenAI has no seed: replicates, honestly labelled
+    assert {r.params["seed"] for r in by_backend["openai"]} == {"not controlled"}
+    assert {r.params["replicate"] for r in by_backend["openai"]} == {"0", "1"}
+    assert all("seed_not_controlled" in r.tags.get("workbench.flags", "") for r in by_backend["openai"])
+    assert all(r.metrics["cost_usd"] > 0 for r in by_backend["openai"] + by_backend["replicate"])
+    # Replicate honours seeds and records its prediction
+    assert {r.params["seed"] for r in by_backend["replicate"]} == {"1", "2"}
+    assert len(replicate_env.requests) >= 2 and len(openai_env.requests) == 2
+    (grid,) = summary.grids
+    assert grid.name == "grid-backend.png" and grid.is_file()
+
+
+def test_plan_shows_cost_per_backend_and_max_cost_refuses(openai_env: OpenAIStandin, replicate_env: ReplicateStandin,
+                                                          fake_backend, tracking_uri: str, spec_path: Path) -> None:
+    runner = CliRunner()
+    plan = runner.invoke(cli, ["plan", str(spec_path), "--tracking-uri", tracking_uri], catch_exceptions=False)
+    assert plan.exit_code == 0, plan.output
+    assert "cost by backend: openai $" in plan.output and "replicate $" in plan.output
+    assert "openai cannot hold 'seed'" in plan.output
+    as_json = json.loads(runner.invoke(cli, ["plan", str(spec_path), "--tracking-uri", tracking_uri, "--json"]).output)
+    assert as_json["est_cost_usd"] == pytest.approx(sum(as_json["cost_by_backend"].values()))
+    assert as_json["est_cost_usd"] > 0.01
+    refused = runner.invoke(cli, ["run", str(spec_path), "--tracking-uri", tracking_uri, "--max-cost", "0.001"])
+    assert refused.exit_code == 2 and "over --max-cost $0.00" in refused.output
+    assert openai_env.requests == [] and replicate_env.requests == []  # nothing generated, nothing paid
+
+
+def test_auth_failure_stops_the_sweep_and_keeps_finished_images(openai_env: OpenAIStandin, fake_backend,
+                                                                tracking_uri: str, tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC.replace('vary:\n  backend: ["replicate:black-forest-labs/flux-schnell", "fake:m"]', ""))
+    first = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+    assert first.finished == 2
+    spec.write_text(spec.read_text().replace("seeds: [1, 2]", "seeds: [1, 2, 3, 4, 5, 6]"))
+    openai_env.script({"fault": "401", "times": 10})
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g",
+                             retry=RetryPolicy(attempts=2, base_delay_s=0.01))
+    assert summary.stopped and "AuthenticationError" in summary.stopped
+    assert (summary.skipped, summary.finished) == (2, 0) and summary.not_run == 4
+    assert MlflowClient(tracking_uri).get_run(summary.parent_run_id).info.status == "FAILED"
+    assert len(Tracker(tracking_uri).records("mixed", statuses=["FINISHED"])) == 2  # nothing lost
+    assert FAKE_OPENAI_KEY not in summary.stopped
+
+
+def test_no_api_key_reaches_the_store(openai_env: OpenAIStandin, replicate_env: ReplicateStandin, fake_backend,
+                                      tracking_uri: str, spec_path: Path, tmp_path: Path) -> None:
+    run_experiment(spec_path, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+    store = Path(tracking_uri[len("sqlite:///"):]).parent
+    client = MlflowClient(tracking_uri)
+    secrets = [FAKE_OPENAI_KEY.encode(), FAKE_REPLICATE_TOKEN.encode(), b"WORKBENCHFAKE"]
+    scanned = 0
+    for path in [*store.rglob("*"), *(tmp_path / "g").rglob("*")]:
+        if path.is_file():
+            data = path.read_bytes()
+            scanned += 1
+            assert not any(secret in data for secret in secrets), path
+    assert scanned > 20
+    for run in client.search_runs([client.get_experiment_by_name("mixed").experiment_id]):
+        text = json.dumps({"params": run.data.params, "tags": run.data.tags})
+        assert "WORKBENCHFAKE" not in text
