@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -67,6 +68,15 @@ def _register_templates() -> None:
 
 
 _register_templates()
+
+
+def _register_reproduce() -> None:
+    from .cli_reproduce import inspect_command, reproduce_command
+    cli.add_command(inspect_command)
+    cli.add_command(reproduce_command)
+
+
+_register_reproduce()
 
 
 @cli.command()
@@ -129,6 +139,8 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     """Generate every image of SPEC not already logged, log each to MLflow, write the grids."""
     from .runner import run_experiment
 
+    # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: finished images are flushed, the run marked KILLED.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
                              max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress)
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -144,12 +156,16 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     for path in summary.grids:
         table.add_row("grid", str(path))
     out.print(table)
-    ui_hint = "workbench ui" if tracking_uri is None else f"workbench ui --tracking-uri {summary.tracking_uri}"
+    exe = "workbench" if shutil.which("workbench") else os.path.relpath(sys.argv[0])  # e.g. .venv/bin/workbench
+    ui_hint = f"{exe} ui" if tracking_uri is None else f"{exe} ui --tracking-uri {summary.tracking_uri}"
     if summary.tracking_uri.startswith(("http://", "https://")):
         ui_hint = f"open {summary.tracking_uri}"
     out.print(f"open the MLflow UI: [bold]{ui_hint}[/]")
     if summary.skipped and not summary.logged:
         out.print("everything was already logged: nothing to generate.")
+    if summary.spooled:
+        err.print(f"[yellow]{len(summary.spooled)} finished image(s) could not be logged and were saved in "
+                  f"{summary.spool_dir}; the next `workbench run {spec}` uploads them.[/]")
     for failure in summary.log_failures:
         err.print(f"[red]not logged:[/] {failure.run_key}: {failure.error}")
     if summary.stopped:
@@ -233,6 +249,10 @@ def info() -> None:
     out.print(f"workbench home: {workbench_home()}")
     out.print(f"tracking URI:   {resolve_tracking_uri(os.environ.get('MLFLOW_TRACKING_URI'))}")
     out.print(f"backends:       {', '.join(list_backends())}")
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _duration(seconds: float | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .config import workbench_home
-from .errors import BackendError, BudgetError, WorkbenchError
+from .errors import BackendError, BudgetError, TrackingError, WorkbenchError
 from .experiment import ExperimentSpec, load_spec
 from .grid import grid_from_records, varying_keys
 from .hashing import canonical_json, content_hash
@@ -58,7 +58,9 @@ class RunSummary:
     failed: int = 0
     blocked: int = 0
     not_run: int = 0
-    log_failures: list[LoggedRun] = field(default_factory=list)
+    log_failures: list[LoggedRun] = field(default_factory=list)  # written nowhere (store and spool failed)
+    spooled: list[LoggedRun] = field(default_factory=list)  # saved locally, uploaded by the next run
+    spool_dir: Path | None = None
     stopped: str | None = None  # why the sweep stopped early (fatal error, Ctrl-C)
     seconds: float = 0.0
     grids: list[Path] = field(default_factory=list)
@@ -70,7 +72,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return self.stopped is None and not self.log_failures
+        return self.stopped is None and not self.log_failures and not self.spooled
 
 
 def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | None = None,
@@ -89,12 +91,23 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
         spec = load_spec(spec)
     tracker = Tracker(tracking_uri)
     tracker.check()  # before anything is generated
+    recover(tracker, experiment or spec.name)
     plan = make_plan(spec, tracker=tracker, experiment=experiment, library=library, max_batch=max_batch)
     if max_cost is not None and plan.est_cost > max_cost:
         raise BudgetError(f"the plan is estimated at ${plan.est_cost:.2f}, over --max-cost ${max_cost:.2f}; "
                           f"reduce the sweep or raise the budget")
     return run_plan(plan, tracker, spec_text=spec_text, progress=progress, grids_dir=grids_dir,
                     make_grids=make_grids, retry=retry)
+
+
+def recover(tracker: Tracker, experiment: str) -> tuple[int, int]:
+    """Clean up after a crashed run: upload spooled images, mark dead processes' runs KILLED."""
+    from .spool import upload_spool
+
+    uploaded = upload_spool(tracker)
+    experiment_id = tracker.experiment_id(experiment, create=False)
+    reaped = tracker.reap_stale_runs(experiment_id) if experiment_id else 0
+    return uploaded, reaped
 
 
 def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, progress: bool = True,
@@ -118,30 +131,43 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
     summary = RunSummary(experiment=plan.experiment, experiment_id=experiment_id, parent_run_id=parent,
                          tracking_uri=tracker.display_uri, planned=plan.total_images, skipped=len(plan.done))
     bar = _Progress(len(plan.todo), enabled=progress, description=plan.spec.name)
-    logger = BackgroundLogger(tracker, experiment_id, parent, on_logged=lambda _: None)
+    logger = BackgroundLogger(tracker, experiment_id, parent, experiment=plan.experiment)
     status, reason = "FINISHED", None
     try:
         _execute(plan, logger, summary, retry, bar)
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted (Ctrl-C): finished images were kept; run again to resume"
         summary.stopped = reason
-    except BackendError as exc:  # fatal: auth, quota, missing dependency
+    except (BackendError, TrackingError) as exc:  # fatal: auth, quota, missing dependency, store gone
         status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
         summary.stopped = reason
     finally:
         bar.close()
-        logged = logger.close()  # flush: every finished image reaches the store
-        summary.log_failures = [entry for entry in logged if entry.run_id is None]
+        logged = logger.close()  # flush: every finished image reaches the store (or the spool)
+        summary.spooled = [entry for entry in logged if entry.outcome == "SPOOLED"]
+        summary.log_failures = [entry for entry in logged if entry.outcome == "LOG_FAILED"]
         summary.not_run = summary.planned - summary.skipped - summary.logged
         summary.seconds = time.perf_counter() - started
-        if make_grids and summary.logged + summary.skipped:
-            summary.grids = _write_grids(plan, tracker, parent, grids_dir)
-        tracker.log_text(parent, canonical_json(_summary_dict(summary)), "summary.json")
-        tracker.end_run(parent, status, tags={
-            "workbench.finished": str(summary.finished), "workbench.failed": str(summary.failed),
-            "workbench.blocked": str(summary.blocked), "workbench.skipped": str(summary.skipped),
-            **({"workbench.status_reason": reason} if reason else {})})
+        if summary.spooled:
+            from .spool import spool_dir
+
+            summary.spool_dir = spool_dir(tracker.uri)
+        if summary.spooled or summary.log_failures:
+            summary.stopped = summary.stopped or "the tracking store stopped taking writes"
+        else:
+            _finish_parent(plan, tracker, parent, summary, status, reason, grids_dir, make_grids)
     return summary
+
+
+def _finish_parent(plan: Plan, tracker: Tracker, parent: str, summary: RunSummary, status: str, reason: str | None,
+                   grids_dir: Path | None, make_grids: bool) -> None:
+    if make_grids and summary.logged + summary.skipped:
+        summary.grids = _write_grids(plan, tracker, parent, grids_dir)
+    tracker.log_text(parent, canonical_json(_summary_dict(summary)), "summary.json")
+    tracker.end_run(parent, status, tags={
+        "workbench.finished": str(summary.finished), "workbench.failed": str(summary.failed),
+        "workbench.blocked": str(summary.blocked), "workbench.skipped": str(summary.skipped),
+        **({"workbench.status_reason": reason} if reason else {})})
 
 
 def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: RetryPolicy,
@@ -161,6 +187,10 @@ def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: R
                 summary.failed += 1
             logger.submit(result)
         bar.advance(len(results), summary)
+        if logger.store_failed.is_set():
+            raise TrackingError(f"the tracking store at {logger.tracker.display_uri} stopped taking writes; the "
+                                f"finished images are saved in the local spool and are uploaded by the next "
+                                f"`workbench run` of this spec")
 
     for name, batches in by_backend.items():
         backend = plan.backends[name]
@@ -280,7 +310,8 @@ def _summary_dict(summary: RunSummary) -> dict[str, Any]:
     return {"experiment": summary.experiment, "parent_run_id": summary.parent_run_id, "planned": summary.planned,
             "skipped": summary.skipped, "finished": summary.finished, "failed": summary.failed,
             "blocked": summary.blocked, "not_run": summary.not_run, "retries": summary.retries,
-            "log_failures": [f"{e.run_key}: {e.error}" for e in summary.log_failures], "stopped": summary.stopped,
+            "log_failures": [f"{e.run_key}: {e.error}" for e in summary.log_failures],
+            "spooled": [e.run_key for e in summary.spooled], "stopped": summary.stopped,
             "seconds": round(summary.seconds, 3), "grids": [str(p) for p in summary.grids]}
 
 

@@ -81,6 +81,16 @@ def _run_name(result: GenerationResult) -> str:
     return f"{cell} · {rep}"[:250]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class LoggedRun:
     run_key: str
@@ -103,6 +113,10 @@ class Tracker:
             import logging
 
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # MLflow's defaults (7 retries, 120 s timeout) stall a sweep for many minutes on a dead server;
+            # our own writer retries and then spools, so keep these short unless the user set them.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
             from mlflow.tracking import MlflowClient
 
             # "Creating initial MLflow database tables..." and friends are noise in a CLI.
@@ -217,6 +231,39 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             return Path(self.client.download_artifacts(run_id, artifact, tmp)).read_bytes()
 
+    def reap_stale_runs(self, experiment_id: str) -> int:
+        """Mark KILLED the runs a dead ``workbench run`` left RUNNING (same host, process gone).
+
+        Returns how many runs were marked. Runs of live processes, or of other hosts, are left alone.
+        """
+        running = self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+        parents = {r.info.run_id: r for r in running if r.data.tags.get(KIND_TAG) == "parent"}
+        dead: set[str] = set()
+        host = socket.gethostname()
+        for run_id, run in parents.items():
+            pid = run.data.tags.get("workbench.pid", "")
+            if run.data.tags.get("workbench.host") == host and pid.isdigit() and not _alive(int(pid)):
+                dead.add(run_id)
+        marked = 0
+        for run in running:
+            parent = run.data.tags.get("mlflow.parentRunId")
+            is_dead_parent = run.info.run_id in dead
+            orphan = parent is not None and (parent in dead or (parent not in parents and self._ended(parent)))
+            if is_dead_parent or orphan:
+                reason = ("the workbench process writing this run died before it finished (killed or crashed); "
+                          "the next `workbench run` regenerates what is missing")
+                self.client.set_tag(run.info.run_id, "workbench.status_reason", reason)
+                self.client.set_tag(run.info.run_id, "workbench.outcome", "KILLED")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                marked += 1
+        return marked
+
+    def _ended(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.status != "RUNNING"
+        except Exception:
+            return True
+
     # -- writing runs -----------------------------------------------------------------------------
     def start_parent(self, experiment_id: str, *, name: str, tags: Mapping[str, str],
                      params: Mapping[str, Any], texts: Mapping[str, str]) -> str:
@@ -325,12 +372,14 @@ class BackgroundLogger:
     workers: int = 2
     max_pending: int = 32
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    experiment: str = ""
     on_logged: Any = None  # callable(LoggedRun), called from worker threads
 
     def __post_init__(self) -> None:
         self._queue: queue.Queue[GenerationResult | None] = queue.Queue(maxsize=self.max_pending)
         self._done: list[LoggedRun] = []
         self._lock = threading.Lock()
+        self.store_failed = threading.Event()  # set when a write failed for good: the runner stops
         self._threads = [threading.Thread(target=self._work, name=f"workbench-log-{i}", daemon=True)
                          for i in range(self.workers)]
         for thread in self._threads:
@@ -346,10 +395,21 @@ class BackgroundLogger:
                 return
             outcome = result.status
             try:
+                if self.store_failed.is_set():  # the store is gone: don't spend retries on every image
+                    raise TrackingError("the store already failed during this run")
                 run_id = self._log_with_retry(result)
                 logged = LoggedRun(result.request.run_key, run_id, outcome)
-            except Exception as exc:  # keep going: one failed write must not lose the others
-                logged = LoggedRun(result.request.run_key, None, "LOG_FAILED", f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # the store is gone: keep the image in the local spool
+                from .spool import spool_result
+
+                self.store_failed.set()
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                try:
+                    where = spool_result(result, tracking_uri=self.tracker.uri, experiment=self.experiment,
+                                         parent_run_id=self.parent_run_id)
+                    logged = LoggedRun(result.request.run_key, None, "SPOOLED", f"{error}; saved in {where}")
+                except Exception as spool_exc:
+                    logged = LoggedRun(result.request.run_key, None, "LOG_FAILED", f"{error}; spool: {spool_exc}")
             with self._lock:
                 self._done.append(logged)
             if self.on_logged:

@@ -165,6 +165,10 @@ class DiffusersBackend(Backend):
                                f"folder saved with save_pretrained or an embedded model") from exc
         pipe = pipe.to(key[1])
         pipe.set_progress_bar_config(disable=True)
+        if key[1] == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Leave a core for the PNG/MLflow workers: on 2 cores torch's default threading thrashes
+            # (measured: quick start 13 s with one torch thread vs 30 s with the default, under load).
+            torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         info = {
             "model": model, "model_source": source, "revision": revision,
             "weights_hash": _weights_hash(source),
@@ -207,6 +211,12 @@ class DiffusersBackend(Backend):
             "backend": "diffusers", "torch": torch.__version__, "diffusers": package_version("diffusers"),
             "transformers": package_version("transformers"), "device": self.device(), "dtype": key[2],
             "generator_device": "cpu",
+            # What else decides the last bits: array → PIL conversion, kernel choice and thread count.
+            "numpy": package_version("numpy"), "pillow": package_version("pillow"),
+            "torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         })
         if key[1].startswith("cuda"):
             env.update({"device_name": torch.cuda.get_device_name(), "cuda": torch.version.cuda,

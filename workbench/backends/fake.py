@@ -7,6 +7,7 @@ same request always gives the same pixels and different requests differ. No mode
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 
@@ -36,8 +37,9 @@ class FakeBackend(Backend):
 
     name = "fake"
 
-    def __init__(self, delay_s: float = 0.0, max_batch: int = 8) -> None:
-        self.delay_s = delay_s
+    def __init__(self, delay_s: float | None = None, max_batch: int = 8) -> None:
+        # $WORKBENCH_FAKE_DELAY_S lets fault tests slow a sweep run in another process.
+        self.delay_s = float(os.environ.get("WORKBENCH_FAKE_DELAY_S", "0")) if delay_s is None else delay_s
         self.max_batch = max_batch
         self.calls: list[int] = []  # batch sizes, in call order (tests read this)
 
