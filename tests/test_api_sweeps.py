@@ -105,3 +105,69 @@ def test_no_api_key_reaches_the_store(openai_env: OpenAIStandin, replicate_env: 
     for run in client.search_runs([client.get_experiment_by_name("mixed").experiment_id]):
         text = json.dumps({"params": run.data.params, "tags": run.data.tags})
         assert "WORKBENCHFAKE" not in text
+
+
+FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.1)
+ONE_CELL = """
+name: faults
+prompt: a red fox in the snow
+backend: {backend}
+model: {model}
+params: {{width: 1024, height: 1024, steps: 4}}
+options: {options}
+seeds: [1, 2, 3]
+"""
+
+
+@pytest.mark.parametrize("fault, outcome", [
+    ({"fault": "429", "retry_after": 0.05}, (3, 0, 0, False)),
+    ("500", (3, 0, 0, False)),
+    ("502_html", (3, 0, 0, False)),
+    ("503", (3, 0, 0, False)),
+    ("drop", (3, 0, 0, False)),
+    ("bad_json", (3, 0, 0, False)),
+    ("html_200", (3, 0, 0, False)),
+    ("content_policy_violation", (2, 0, 1, False)),
+    ("moderation_blocked", (2, 0, 1, False)),
+    ("corrupt_base64", (2, 1, 0, False)),
+    ("missing_data", (2, 1, 0, False)),
+    ("not_an_image", (2, 1, 0, False)),
+    ({"fault": "401", "times": 3}, (0, 0, 0, True)),
+    ({"fault": "insufficient_quota", "times": 3}, (0, 0, 0, True)),
+])
+def test_openai_faults_in_a_sweep(fault, outcome, openai_env: OpenAIStandin, tracking_uri: str,  # type: ignore[no-untyped-def]
+                                  tmp_path: Path) -> None:
+    spec = tmp_path / "f.yaml"
+    spec.write_text(ONE_CELL.format(backend="openai", model="gpt-image-1-mini", options="{}"))
+    openai_env.script(fault)
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g", retry=FAST)
+    finished, failed, blocked, stopped = outcome
+    assert (summary.finished, summary.failed, summary.blocked) == (finished, failed, blocked), summary
+    assert bool(summary.stopped) == stopped
+    records = Tracker(tracking_uri).records("faults")
+    assert len(records) == finished + failed + blocked  # every attempt that ended is logged, once
+    if blocked:
+        assert [r.outcome for r in records].count("BLOCKED") == 1
+
+
+@pytest.mark.parametrize("fault, outcome", [
+    ({"fault": "429", "retry_after": 0.05}, (3, 0, 0)),
+    ("nsfw", (2, 0, 1)),
+    ("failed", (2, 1, 0)),
+    ("canceled", (2, 1, 0)),
+    ("aborted", (2, 1, 0)),
+    ("never", (2, 1, 0)),
+    ({"fault": "503_get", "times": 2}, (3, 0, 0)),
+])
+def test_replicate_faults_in_a_sweep(fault, outcome, replicate_env: ReplicateStandin, tracking_uri: str,  # type: ignore[no-untyped-def]
+                                     tmp_path: Path) -> None:
+    spec = tmp_path / "f.yaml"
+    spec.write_text(ONE_CELL.format(backend="replicate", model="black-forest-labs/flux-schnell",
+                                    options="{deadline_s: 1.0}"))
+    replicate_env.script(fault)
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g", retry=FAST)
+    assert (summary.finished, summary.failed, summary.blocked) == outcome, summary
+    assert not summary.stopped
+    failed = [r for r in Tracker(tracking_uri).records("faults") if r.status == "FAILED"]
+    for record in failed:
+        assert record.reason  # a clear reason on every failed run

@@ -134,3 +134,29 @@ def test_local_folder_must_be_a_pipeline(tmp_path: Path, backend: DiffusersBacke
         from workbench.backends.diffusers import resolve_model
 
         resolve_model(str(tmp_path))
+
+
+def test_safety_checker_flag_is_a_blocked_run(embedded_model: Path, tmp_path: Path) -> None:
+    """A pipeline whose safety checker flags everything: the run is BLOCKED, not a black 'image'."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+                                     "num_hidden_layers": 1, "vocab_size": 99},
+                        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2,
+                                       "num_hidden_layers": 1, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every image scores above every threshold
+    pipe = StableDiffusionPipeline.from_pretrained(str(embedded_model))
+    flagged = StableDiffusionPipeline(**{**pipe.components, "safety_checker": checker,
+                                         "feature_extractor": CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                                 crop_size=32)})
+    folder = tmp_path / "with-checker"
+    flagged.save_pretrained(folder)
+    (result,) = DiffusersBackend().generate([req(model=str(folder))])
+    assert isinstance(result, GenerationFailure) and result.status == "BLOCKED"
+    assert "safety checker" in result.reason
