@@ -156,7 +156,7 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     for path in summary.grids:
         table.add_row("grid", str(path))
     out.print(table)
-    exe = "workbench" if shutil.which("workbench") else os.path.relpath(sys.argv[0])  # e.g. .venv/bin/workbench
+    exe = _workbench_command()
     ui_hint = f"{exe} ui" if tracking_uri is None else f"{exe} ui --tracking-uri {summary.tracking_uri}"
     if summary.tracking_uri.startswith(("http://", "https://")):
         ui_hint = f"open {summary.tracking_uri}"
@@ -249,6 +249,14 @@ def info() -> None:
     out.print(f"workbench home: {workbench_home()}")
     out.print(f"tracking URI:   {resolve_tracking_uri(os.environ.get('MLFLOW_TRACKING_URI'))}")
     out.print(f"backends:       {', '.join(list_backends())}")
+
+
+def _workbench_command() -> str:
+    """How to call ``workbench`` from here: plain if on PATH, else e.g. ``.venv/bin/workbench``."""
+    if shutil.which("workbench"):
+        return "workbench"
+    script = Path(sys.executable).with_name("workbench")
+    return os.path.relpath(script) if script.exists() else f"{sys.executable} -m workbench"
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

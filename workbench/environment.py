@@ -54,7 +54,7 @@ def base_environment() -> dict[str, Any]:
 
 
 # Fields whose difference means pixels may differ (the rest are informational).
-_IGNORED_IN_DIFF = {"git_commit", "git_dirty", "workbench", "batch_size", "batch_index"}
+_IGNORED_IN_DIFF = {"git_commit", "git_dirty", "workbench", "batch_size", "batch_index", "batch_id"}
 
 
 def diff_environments(old: dict[str, Any], new: dict[str, Any], *, include_all: bool = False

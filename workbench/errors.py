@@ -11,7 +11,9 @@ other ``WorkbenchError`` → 1.
     │   ├── UnknownBackendError        backend name not registered (lists the valid names)
     │   ├── UnsupportedRequestError    a request the backend/model cannot honour (plan time)
     │   ├── BudgetError                plan is over --max-cost / max_images
-    │   └── MetadataError              PNG without (valid) workbench or A1111 metadata
+    │   ├── MetadataError              PNG without (valid) workbench or A1111 metadata
+    │   ├── UnknownRunError            no such run id in the store (or neither a run id nor a file)
+    │   └── NotReproducibleError       a run or file without an image or a rebuildable request
     ├── BackendError                   a backend call failed
     │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
     │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
@@ -19,6 +21,7 @@ other ``WorkbenchError`` → 1.
     │   ├── TransientBackendError      5xx, timeouts, dropped connections (retryable)
     │   ├── ContentPolicyError         blocked by a safety filter: that run is BLOCKED, sweep goes on
     │   ├── InvalidResponseError       a response we cannot use (no data, bad image)
+    │   ├── ReproductionFailedError    the backend gave no image when reproducing a run
     │   └── MissingDependencyError     an optional extra is not installed (names the pip command)
     └── TrackingError                  MLflow store unreachable or refused a write
 """
@@ -34,6 +37,8 @@ __all__ = [
     "UnsupportedRequestError",
     "BudgetError",
     "MetadataError",
+    "UnknownRunError",
+    "NotReproducibleError",
     "BackendError",
     "AuthenticationError",
     "QuotaError",
@@ -41,6 +46,7 @@ __all__ = [
     "TransientBackendError",
     "ContentPolicyError",
     "InvalidResponseError",
+    "ReproductionFailedError",
     "MissingDependencyError",
     "TrackingError",
 ]
@@ -91,6 +97,14 @@ class MetadataError(UserInputError):
     """A PNG holds no usable generation metadata."""
 
 
+class UnknownRunError(UserInputError):
+    """No run with that id in the tracking store (or the source is neither a run id nor a file)."""
+
+
+class NotReproducibleError(UserInputError):
+    """The run or file holds no image to compare with, or not enough to rebuild its request."""
+
+
 class BackendError(WorkbenchError):
     """A backend call failed.
 
@@ -139,6 +153,10 @@ class ContentPolicyError(BackendError):
 
 class InvalidResponseError(BackendError):
     pass
+
+
+class ReproductionFailedError(BackendError):
+    """The backend ran but gave no image for the reproduced request (NaN output, safety filter...)."""
 
 
 class MissingDependencyError(BackendError):

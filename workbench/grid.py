@@ -146,7 +146,9 @@ def _draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, cell: GridCell, o
     fill = _STATUS_FILL.get(cell.status, _STATUS_FILL["missing"])
     draw.rectangle((x0, y0, x0 + size, y0 + size), fill=fill, outline=(200, 200, 200))
     label = cell.status if cell.status != "missing" else "not run"
-    text = label + ("\n" + _wrap(cell.reason, size - 12, draw, font, 5) if cell.reason and cell.status != "missing"
+    if cell.status == "missing" and cell.reason and cell.reason != "not run":
+        label = "no image"
+    text = label + ("\n" + _wrap(cell.reason, size - 12, draw, font, 5) if cell.reason and cell.reason != "not run"
                     else "")
     draw.multiline_text((x0 + 6, y0 + 6), text, fill=_INK, font=font)
 
@@ -250,7 +252,10 @@ def grid_from_records(records: Sequence[RunRecord], rows: str, cols: str, *,
     data, _ = pivot_records(records, rows, cols, where=where)
     for cell in data.cells.values():
         if cell.status == "FINISHED" and cell.run_id:
-            cell.image = load_image(cell.run_id)
+            try:
+                cell.image = load_image(cell.run_id)
+            except Exception as exc:  # one unreadable artifact must not cost the whole grid
+                cell.status, cell.reason = "missing", f"image unreadable: {type(exc).__name__}"
     if base and base.get(cols) in data.col_levels:
         data.base_col = base[cols]
     data.title = title or data.title

@@ -6,6 +6,12 @@ Two text chunks, so a loose file can find its way back:
   ``Key: value`` pairs), so A1111, Forge, civitai and friends read our images;
 - ``workbench``: canonical JSON with the full request, run key, MLflow run id and tracking URI,
   environment fingerprint, revised prompt and flags (format ``workbench/1``).
+
+Writing: ``a1111_parameters`` + ``workbench_metadata`` → ``encode_png``. Reading: ``read_png_metadata``
+walks the chunks itself (signature, every CRC, the final IEND), so a truncated or damaged file is named as
+such, and checks that the ``workbench`` chunk's request still hashes to its run key (an edited prompt is
+caught). The A1111 text itself (writer, parser, ``request_from_a1111``) lives in ``a1111.py``; its names
+are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,17 +19,23 @@ from __future__ import annotations
 import io
 import json
 import math
+import struct
+import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, PngImagePlugin
 
+from .a1111 import a1111_parameters, parse_a1111_parameters, request_from_a1111, unused_a1111_keys
+from .errors import MetadataError
 from .hashing import canonical_json
-from .schedulers import a1111_sampler_name
 from .types import GeneratedImage, GenerationRequest
 
-__all__ = ["FORMAT", "a1111_parameters", "workbench_metadata", "encode_png", "public_uri"]
+__all__ = ["FORMAT", "a1111_parameters", "workbench_metadata", "encode_png", "public_uri", "PngMetadata",
+           "read_png_metadata", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys", "jsonable"]
 
 FORMAT = "workbench/1"
 
@@ -37,35 +49,6 @@ def public_uri(uri: str | None) -> str | None:
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def _quote(value: Any) -> str:
-    # A1111's own rule (modules/generation_parameters_copypaste.quote): JSON-quote when needed.
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text and '"' not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def a1111_parameters(request: GenerationRequest, extra: Mapping[str, Any] | None = None) -> str:
-    """The ``parameters`` text A1111 writes and parses for ``request``."""
-    pairs: dict[str, Any] = {"Steps": request.steps}
-    sampler = a1111_sampler_name(request.scheduler)
-    if sampler:
-        pairs["Sampler"] = sampler
-    pairs["CFG scale"] = float(request.guidance)
-    pairs["Seed"] = request.seed if request.seed is not None else -1
-    pairs["Size"] = f"{request.width}x{request.height}"
-    pairs["Model"] = request.model
-    pairs["Backend"] = request.backend
-    if request.template:
-        pairs["Template"] = f"{request.template}@{request.template_version}"
-    pairs.update(extra or {})
-    lines = [request.prompt]
-    if request.negative_prompt:
-        lines.append(f"Negative prompt: {request.negative_prompt}")
-    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None))
-    return "\n".join(lines)
 
 
 def workbench_metadata(result: GeneratedImage, *, run_id: str | None, tracking_uri: str | None,
@@ -111,3 +94,198 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalar
         return _jsonable(value.item())
     return str(value)
+
+
+jsonable = _jsonable
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_OTHER_FORMATS = {b"\xff\xd8\xff": "a JPEG", b"RIFF": "a RIFF/WebP", b"GIF8": "a GIF"}
+
+
+@dataclass(frozen=True)
+class PngMetadata:
+    """The generation metadata of one PNG, as read by ``read_png_metadata``.
+
+    ``workbench`` is the decoded ``workbench`` chunk (verified: its request hashes to its run key)
+    or None; ``parameters`` is the raw A1111 text or None; ``texts`` holds every text chunk.
+    """
+
+    name: str
+    width: int
+    height: int
+    texts: Mapping[str, str]
+    parameters: str | None
+    workbench: Mapping[str, Any] | None
+
+    @property
+    def source(self) -> str:
+        """``"workbench"`` when the full request is embedded, else ``"a1111"`` (parameters text only)."""
+        return "workbench" if self.workbench is not None else "a1111"
+
+    @property
+    def a1111(self) -> dict[str, str] | None:
+        return parse_a1111_parameters(self.parameters) if self.parameters is not None else None
+
+    def _get(self, key: str) -> Any:
+        return self.workbench.get(key) if self.workbench is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        return self._get("run_id")
+
+    @property
+    def run_key(self) -> str | None:
+        return self._get("run_key")
+
+    @property
+    def tracking_uri(self) -> str | None:
+        return self._get("tracking_uri")
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self._get("experiment_id")
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return dict(self._get("environment") or {})
+
+    @property
+    def batch(self) -> dict[str, int]:
+        return dict(self._get("batch") or {})
+
+    def request(self, *, model: str | None = None, backend: str | None = None) -> GenerationRequest:
+        """The request that made this image: the workbench chunk's, else one built from the A1111 text.
+
+        ``model`` / ``backend`` replace what the metadata names (an A1111 model name is rarely
+        something diffusers can load).
+        """
+        if self.workbench is not None:
+            request = _request_from_chunk(self.workbench, self.name)
+            changes = {k: v for k, v in (("model", model), ("backend", backend)) if v}
+            return request.replace(**changes) if changes else request
+        assert self.parameters is not None
+        return request_from_a1111(parse_a1111_parameters(self.parameters), backend=backend, model=model)
+
+
+def read_png_metadata(source: str | Path | bytes, *, verify: bool = True) -> PngMetadata:
+    """Read both metadata chunks of a PNG, checking that the file is whole and the metadata intact.
+
+    Raises ``MetadataError`` saying which problem it found: not a PNG, truncated or corrupt, no
+    metadata, a ``workbench`` chunk that is not JSON or of an unknown format, or (``verify``) one whose
+    request no longer hashes to its recorded run key (edited after the image was made).
+
+    Example:
+        >>> meta = read_png_metadata("image.png")  # doctest: +SKIP
+        >>> meta.request().prompt, meta.run_id  # doctest: +SKIP
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "<PNG bytes>"
+    else:
+        path = Path(source).expanduser()
+        name = str(source)
+        if not path.is_file():
+            raise MetadataError(f"no such file: '{name}'" + (" (it is a folder)" if path.is_dir() else ""))
+        data = path.read_bytes()
+    width, height, texts = _walk_png(data, name)
+    parameters = texts.get("parameters")
+    raw = texts.get("workbench")
+    if parameters is None and raw is None:
+        found = f" (text chunks present: {', '.join(sorted(texts))})" if texts else ""
+        raise MetadataError(
+            f"'{name}' holds no generation metadata: no 'workbench' and no 'parameters' text chunk{found}. "
+            f"Editors and upload sites often strip them when re-saving; reproduce from the MLflow run id instead")
+    chunk = _decode_chunk(raw, name, verify=verify) if raw is not None else None
+    return PngMetadata(name=name, width=width, height=height, texts=texts, parameters=parameters, workbench=chunk)
+
+
+def _walk_png(data: bytes, name: str) -> tuple[int, int, dict[str, str]]:
+    """(width, height, text chunks) of a PNG, checking the signature, every CRC and the final IEND."""
+    if not data.startswith(_PNG_SIGNATURE):
+        kind = next((k for magic, k in _OTHER_FORMATS.items() if data.startswith(magic)), None)
+        what = f"it is {kind} file" if kind else "it does not start with the PNG signature"
+        if not data:
+            what = "it is empty"
+        raise MetadataError(f"'{name}' is not a PNG file ({what}); generation metadata is read from PNG text "
+                            f"chunks only")
+    pos, size = len(_PNG_SIGNATURE), len(data)
+    width = height = 0
+    texts: dict[str, str] = {}
+    while True:
+        if pos + 8 > size:
+            raise MetadataError(f"'{name}' is truncated: the file ends after {size} bytes, before the PNG's end "
+                                f"marker (IEND); it was cut short, e.g. by an interrupted download or copy")
+        length, kind_bytes = struct.unpack(">I4s", data[pos:pos + 8])
+        kind = kind_bytes.decode("latin-1")
+        end = pos + 8 + length
+        if end + 4 > size:
+            raise MetadataError(f"'{name}' is truncated: the file ends inside its '{kind}' chunk (byte {size} of "
+                                f"{end + 4}); it was cut short, e.g. by an interrupted download or copy")
+        body = data[pos + 8:end]
+        (crc,) = struct.unpack(">I", data[end:end + 4])
+        if zlib.crc32(kind_bytes + body) & 0xFFFFFFFF != crc:
+            raise MetadataError(f"'{name}' is corrupt: the checksum of its '{kind}' chunk at byte {pos} does not "
+                                f"match (the file was damaged or edited byte-wise)")
+        if kind == "IHDR" and length >= 8:
+            width, height = struct.unpack(">II", body[:8])
+        elif kind in ("tEXt", "zTXt", "iTXt"):
+            key, text = _text_chunk(kind, body, name)
+            texts[key] = text
+        elif kind == "IEND":
+            return width, height, texts
+        pos = end + 4
+
+
+def _text_chunk(kind: str, body: bytes, name: str) -> tuple[str, str]:
+    key_bytes, _, rest = body.partition(b"\0")
+    key = key_bytes.decode("latin-1")
+    try:
+        if kind == "tEXt":
+            return key, rest.decode("latin-1")
+        if kind == "zTXt":
+            return key, zlib.decompress(rest[1:]).decode("latin-1")
+        compressed, rest = rest[0], rest[2:]
+        _lang, _, rest = rest.partition(b"\0")
+        _translated, _, text = rest.partition(b"\0")
+        return key, (zlib.decompress(text) if compressed else text).decode("utf-8")
+    except (zlib.error, UnicodeDecodeError, IndexError) as exc:
+        raise MetadataError(f"'{name}': the '{key}' text chunk cannot be decoded ({exc})") from None
+
+
+def _decode_chunk(raw: str, name: str, *, verify: bool) -> dict[str, Any]:
+    try:
+        chunk = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise MetadataError(f"the 'workbench' chunk of '{name}' is not valid JSON ({exc.msg} at character "
+                            f"{exc.pos}); the metadata was damaged or edited by hand") from None
+    if not isinstance(chunk, dict):
+        raise MetadataError(f"the 'workbench' chunk of '{name}' is not a JSON object")
+    if chunk.get("format") != FORMAT:
+        raise MetadataError(f"the 'workbench' chunk of '{name}' has format {chunk.get('format')!r}; this version "
+                            f"of the workbench reads '{FORMAT}' (upgrade the workbench, or reproduce from the "
+                            f"A1111 'parameters' text)")
+    if verify:
+        request = _request_from_chunk(chunk, name)
+        if request.run_key != chunk.get("run_key"):
+            raise MetadataError(
+                f"the 'workbench' chunk of '{name}' was tampered with: its request "
+                f"(prompt '{_short(request.prompt)}', seed {request.seed}) hashes to run key {request.run_key}, but the chunk records run key "
+                f"{chunk.get('run_key')!r}. The prompt or parameters were edited after the image was made; reproduce "
+                f"from the original run id ({chunk.get('run_id') or 'unknown'}) instead")
+    return chunk
+
+
+def _request_from_chunk(chunk: Mapping[str, Any], name: str) -> GenerationRequest:
+    data = chunk.get("request")
+    if not isinstance(data, Mapping):
+        raise MetadataError(f"the 'workbench' chunk of '{name}' holds no request object")
+    try:
+        return GenerationRequest.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise MetadataError(f"the request in the 'workbench' chunk of '{name}' is invalid: {exc}") from None
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -176,8 +176,13 @@ class RunRecord:
 
     @property
     def outcome(self) -> str:
-        """FINISHED, FAILED, BLOCKED or KILLED: what a grid cell should say."""
-        return self.tags.get("workbench.outcome", self.status)
+        """FINISHED, FAILED, BLOCKED, KILLED or RUNNING: what a grid cell should say.
+
+        The MLflow status decides; the tag only tells a BLOCKED run (a safety filter) from a FAILED one.
+        """
+        if self.status == "FAILED" and self.tags.get("workbench.outcome") == "BLOCKED":
+            return "BLOCKED"
+        return self.status
 
     @property
     def reason(self) -> str:

@@ -1,0 +1,57 @@
+"""Tracking details: params, credentials, the spool round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from workbench.metadata import public_uri
+from workbench.spool import load_entry, pending, spool_result, upload_spool
+from workbench.tracking import MAX_PARAM, Tracker, request_params
+from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest
+
+
+def request(**kw):  # type: ignore[no-untyped-def]
+    fields = {"backend": "fake", "model": "m", "prompt": "a red circle", "seed": 3, "width": 32, "height": 32,
+              "experiment": "spooled", "variables": {"colour": "red"}, "options": {"eta": 0.5}}
+    fields.update(kw)
+    return GenerationRequest(**fields)
+
+
+def test_params_are_flat_and_capped() -> None:
+    params = request_params(request(prompt="x" * 10_000))
+    assert params["var.colour"] == "red" and params["option.eta"] == "0.5" and params["scheduler"] == "default"
+    assert len(params["prompt"]) <= MAX_PARAM and "10000 chars" in params["prompt"]
+    assert request_params(request(seed=None))["seed"] == "not controlled"
+
+
+def test_credentials_never_leave_the_uri() -> None:
+    assert public_uri("http://alice:s3cret@mlflow.example:5000/x") == "http://mlflow.example:5000/x"
+    assert public_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db"
+
+
+def test_spool_round_trip_and_upload(tracking_uri: str) -> None:
+    image = Image.new("RGB", (32, 32), (200, 10, 10))
+    done = GeneratedImage(request=request(), image=image, revised_prompt="a crimson circle", latency_s=0.5,
+                          cost_usd=0.01, flags=frozenset({"seed_not_controlled"}), environment={"device": "cpu"})
+    failed = GenerationFailure(request=request(seed=4), reason="blocked", status="BLOCKED")
+    for result in (done, failed):
+        spool_result(result, tracking_uri=tracking_uri, experiment="spooled", parent_run_id=None)
+    entries = pending(tracking_uri)
+    assert len(entries) == 2
+    restored, experiment, _ = load_entry(next(e for e in entries if e.name == done.request.run_key))
+    assert experiment == "spooled" and restored.request == done.request
+    assert isinstance(restored, GeneratedImage) and restored.image.tobytes() == image.tobytes()
+    assert restored.revised_prompt == "a crimson circle" and restored.flags == done.flags
+    tracker = Tracker(tracking_uri)
+    assert upload_spool(tracker) == 2 and pending(tracking_uri) == []
+    records = tracker.records("spooled")
+    assert sorted(r.outcome for r in records) == ["BLOCKED", "FINISHED"]
+    assert tracker.load_image(next(r.run_id for r in records if r.outcome == "FINISHED")).size == (32, 32)
+
+
+def test_spool_is_per_store(tracking_uri: str, tmp_path: Path) -> None:
+    spool_result(GenerationFailure(request=request(), reason="x"), tracking_uri=tracking_uri, experiment="e",
+                 parent_run_id=None)
+    assert pending(f"sqlite:///{tmp_path / 'other.db'}") == []
