@@ -7,12 +7,13 @@ WB     := $(VENV)/bin/workbench
 # torch's CPU build is pinned (a plain `torch` pulls a multi-GB CUDA build).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-fast install install-test embedded ui bench-cpu clean help
+.PHONY: demo test test-fast install install-test browser-deps embedded ui bench-cpu bench-gpu clean help
 
 help:
 	@echo "make demo       set up .venv, build the embedded model, run experiments/quickstart.yaml"
-	@echo "make test       set up .venv with test extras and run the whole suite"
-	@echo "make bench-cpu  CPU throughput benchmark (a few minutes; writes docs/benchmarks.md)"
+	@echo "make test       set up .venv with test extras (and Debian's chromium) and run the whole suite"
+	@echo "make bench-cpu  CPU throughput and planning benchmarks (a few minutes; writes docs/benchmarks.md)"
+	@echo "make bench-gpu  the same throughput benchmark on an NVIDIA GPU (SD 1.5 architecture, random weights)"
 	@echo "make ui         open the MLflow UI on the embedded store"
 
 $(VENV)/.installed: pyproject.toml
@@ -27,7 +28,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test browser-deps
+
+# Debian's Chromium for tests/test_browser.py: Playwright drives /usr/bin/chromium and never downloads a
+# browser of its own (that needs a network the machines here do not have).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 embedded: install
 	$(WB) embedded build
@@ -46,7 +56,12 @@ ui: install
 	$(WB) ui
 
 bench-cpu: install
-	$(PY) benchmarks/throughput_cpu.py
+	$(PY) benchmarks/throughput.py --device cpu
+	$(PY) benchmarks/plan_scale.py
+
+# On a machine with an NVIDIA GPU (builds SD 1.5's architecture with random weights: no download).
+bench-gpu: install
+	$(PY) benchmarks/throughput.py --device cuda
 
 clean:
 	rm -rf $(VENV) .workbench .pytest_cache

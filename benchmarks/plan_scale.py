@@ -29,7 +29,7 @@ def spec(n_levels: int, name: str) -> dict:
 def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="wb-plan-"))
     os.environ["WORKBENCH_HOME"] = str(home)
-    from throughput_cpu import fresh_store, write_section
+    from throughput import fresh_store, write_section
 
     from workbench.experiment import parse_spec
     from workbench.plan import make_plan

@@ -31,7 +31,8 @@ import numpy as np
 from .backends.base import Backend
 from .backends.registry import get_backend
 from .environment import diff_environments
-from .errors import MetadataError, NotReproducibleError, ReproductionFailedError, UnknownRunError, UserInputError
+from .errors import (BackendError, MetadataError, NotReproducibleError, ReproductionFailedError, UnknownRunError,
+                     UserInputError)
 from .hashing import canonical_json
 from .metadata import jsonable, read_png_metadata, unused_a1111_keys
 from .tracking import IMAGE_ARTIFACT, KIND_TAG, Tracker

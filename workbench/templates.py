@@ -16,8 +16,10 @@ macros and includes and are not templates::
     {% import "_shared/quality.j2" as q %}
     photograph of {{ subject }}, shot on a {{ lens }} lens, {{ q.photo("high") }}
 
-Every failure is a ``TemplateError`` naming the template, the variable and the line. ``version`` hashes
-the file and everything it imports, includes or extends (what is hashed is exactly what renders).
+The front matter is parsed and checked in ``front_matter.py``; this module loads files, compiles and
+renders them. Every failure is a ``TemplateError`` naming the template, the variable and the line.
+``version`` hashes the file and everything it imports, includes or extends (what is hashed is exactly what
+renders).
 
     >>> TemplateLibrary().render("photoreal", {"subject": "a red fox"}).prompt[:24]
     'photograph of a red fox '
@@ -25,7 +27,6 @@ the file and everything it imports, includes or extends (what is hashed is exact
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -35,37 +36,30 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-import yaml
 from jinja2.exceptions import SecurityError
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .config import template_dirs
 from .errors import TemplateError
+from .front_matter import (
+    TemplateVariable,
+    check_value,
+    key_line,
+    parse_defaults,
+    parse_front_matter,
+    parse_variables,
+    split_front_matter,
+)
 from .hashing import content_hash
 
 __all__ = ["TemplateVariable", "RenderedPrompt", "PromptTemplate", "TemplateLibrary", "load_template",
            "render_string", "tidy"]
 
-FRONT_MATTER_KEYS = ("description", "variables", "negative_prompt", "defaults", "notes", "tags")
-VARIABLE_KEYS = ("description", "default", "allowed")
-DEFAULT_TYPES: dict[str, tuple[type, ...]] = {"guidance": (int, float), "steps": (int,), "width": (int,),
-                                              "height": (int,), "scheduler": (str,)}
-PLAIN_TYPES = (str, int, float, bool)
 # Refused even where the object lacks them (the sandbox itself blocks every "_*" attribute).
 UNSAFE_NAMES = frozenset({"mro", "os", "sys", "globals", "builtins", "subclasses", "func_globals", "f_globals",
                           "gi_frame", "popen", "system", "eval", "exec", "import"})
 MAX_SIZE = 100_000  # the longest string/list an expression may build: ``'x' * 10**9`` is refused
-
-
-@dataclass(frozen=True)
-class TemplateVariable:
-    """A declared variable: ``required`` when the front matter gives no ``default``."""
-    name: str
-    description: str
-    default: Any = None
-    required: bool = False
-    allowed: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,23 +186,23 @@ def load_template(path: Path, *, search_dirs: Sequence[Path] | None = None) -> P
     name = next((path.relative_to(d).with_suffix("").as_posix() for d in dirs if path.is_relative_to(d)), path.stem)
     try:
         data = path.read_bytes()
-        front, body = _split(data.decode("utf-8"), name)
+        front, body = split_front_matter(data.decode("utf-8"), name)
     except OSError as exc:
         raise TemplateError(f"cannot read {path}: {exc.strerror}; check the path", template=name) from exc
     except UnicodeDecodeError as exc:
         raise TemplateError(f"{path} is not UTF-8 text; save it as UTF-8", template=name) from exc
     text = data.decode("utf-8")
-    meta = _front_matter(front, name, text)
-    variables = _variables(meta.get("variables"), name, text)
+    meta = parse_front_matter(front, name, text)
+    variables = parse_variables(meta.get("variables"), name, text)
     negative, notes, tags = meta.get("negative_prompt") or "", meta.get("notes") or "", meta.get("tags") or []
     for key, ok in (("negative_prompt", isinstance(negative, str)), ("notes", isinstance(notes, str)),
                     ("tags", isinstance(tags, list) and all(isinstance(t, str) for t in tags))):
         if not ok:
             raise TemplateError(f"'{key}' must be {'a list of strings' if key == 'tags' else 'a string'}, "
-                                f"got {meta[key]!r}", template=name, line=_line(text, key))
+                                f"got {meta[key]!r}", template=name, line=key_line(text, key))
     env = _environment(dirs)
-    key_line = _line(text, "negative_prompt") or 1  # where the negative prompt's own line 1 sits in the file
-    offset = key_line if re.search(r"^negative_prompt\s*:\s*[|>]", text, re.M) else key_line - 1
+    negative_line = key_line(text, "negative_prompt") or 1  # where the negative prompt starts in the file
+    offset = negative_line if re.search(r"^negative_prompt\s*:\s*[|>]", text, re.M) else negative_line - 1
     sources = [("body", body, str(path), 0), ("negative_prompt", negative, f"{path}#negative_prompt", offset)]
     asts = [_parse(env, name, source, filename, offset, "" if label == "body" else f" in the {label}")
             for label, source, filename, offset in sources]
@@ -223,7 +217,7 @@ def load_template(path: Path, *, search_dirs: Sequence[Path] | None = None) -> P
     compiled = _Compiled(*(_compile(env, a, name, s[2]) for s, a in zip(sources, asts)), files=files,
                          stamp=_stamp([path, *(p for p, _ in loaded.values())]))
     return PromptTemplate(name, path, meta["description"].strip(), variables, negative,
-                          _defaults(meta.get("defaults"), name, text), notes.strip(), tuple(tags),
+                          parse_defaults(meta.get("defaults"), name, text), notes.strip(), tuple(tags),
                           body.lstrip("\n"), version, compiled)
 
 
@@ -235,7 +229,7 @@ def render_string(source: str, variables: Mapping[str, Any], *, name: str = "<pr
     >>> render_string("a {{ color }} circle ,", {"color": "red"})
     'a red circle'
     """
-    values = {str(k): _check_value(name, str(k), v, None, "value") for k, v in variables.items()}
+    values = {str(k): check_value(name, str(k), v, None, "value") for k, v in variables.items()}
     env = _environment(_dedupe(template_dirs()))
     filename = name if name.startswith("<") else f"<{name}>"
     ast = _parse(env, name, source, filename, 0, "")
@@ -263,7 +257,7 @@ class _SnapshotLoader(jinja2.BaseLoader):
         path, data = self.files[template]
         text = data.decode("utf-8")
         if text.lstrip("\ufeff").startswith("---"):  # another template (extends): blank its front matter
-            text = _split(text, template)[1]
+            text = split_front_matter(text, template)[1]
         return text, str(path), lambda: True
 
 
@@ -292,104 +286,6 @@ def _environment(dirs: Sequence[Path]) -> _Sandbox:
     return env
 
 
-def _split(text: str, name: str) -> tuple[str, str]:
-    """(front matter, body padded with blank lines so that Jinja's line numbers are the file's)."""
-    lines = text.lstrip("\ufeff").split("\n")
-    if lines[0].rstrip() != "---":
-        raise TemplateError("the file must start with a '---' line that opens the YAML front matter "
-                            "(description, variables, ...), closed by another '---' line", template=name, line=1)
-    end = next((i for i in range(1, len(lines)) if lines[i].rstrip() == "---"), None)
-    if end is None:
-        raise TemplateError("the front matter opened on line 1 is never closed; add a '---' line before the "
-                            "body", template=name, line=1)
-    return "\n".join(lines[1:end]), "\n" * (end + 1) + "\n".join(lines[end + 1:])
-
-
-def _front_matter(front: str, name: str, text: str) -> dict[str, Any]:
-    try:
-        meta = yaml.safe_load(front)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise TemplateError(f"the YAML front matter does not parse: {getattr(exc, 'problem', exc)}; fix the YAML",
-                            template=name, line=mark.line + 2 if mark else None) from exc
-    if not isinstance(meta, dict):
-        raise TemplateError(f"the front matter must be a YAML mapping (key: value lines), got "
-                            f"{type(meta).__name__}: {meta!r}", template=name, line=2)
-    for key in meta:
-        if key not in FRONT_MATTER_KEYS:
-            raise TemplateError(f"unknown front-matter key '{key}'; allowed keys: {', '.join(FRONT_MATTER_KEYS)}",
-                                template=name, line=_line(text, str(key)))
-    if not isinstance(meta.get("description"), str) or not meta["description"].strip():
-        raise TemplateError("the front matter needs a 'description' (one line saying what the template is for)",
-                            template=name, line=_line(text, "description") or 2)
-    return meta
-
-
-def _variables(raw: Any, name: str, text: str) -> dict[str, TemplateVariable]:
-    if not isinstance(raw, dict | None):
-        raise TemplateError("'variables' must map each name to {description, default, allowed}",
-                            template=name, line=_line(text, "variables"))
-    out: dict[str, TemplateVariable] = {}
-    for var, spec in (raw or {}).items():
-        line, var = _line(text, str(var), indented=True), str(var)
-
-        def fail(problem: str) -> TemplateError:
-            return TemplateError(problem, template=name, line=line, variable=var)
-        if not var.isidentifier():
-            raise fail(f"variable name {var!r} is not an identifier; use letters, digits and _")
-        if not isinstance(spec, dict) or not isinstance(spec.get("description"), str):
-            raise fail(f"variable '{var}' must be a mapping with a 'description' (and optionally 'default' and "
-                       f"'allowed'), got {spec!r}")
-        if unknown := sorted(set(spec) - set(VARIABLE_KEYS)):
-            raise fail(f"variable '{var}' has unknown key {unknown[0]!r}; allowed keys: {', '.join(VARIABLE_KEYS)}")
-        if "allowed" in spec and (not isinstance(spec["allowed"], list) or not spec["allowed"]):
-            raise fail(f"variable '{var}': 'allowed' must be a non-empty list, got {spec['allowed']!r}")
-        allowed = spec.get("allowed")
-        if allowed is not None:
-            allowed = tuple(_check_value(name, var, a, None, "allowed value") for a in allowed)
-        required = "default" not in spec
-        default = None if required else _check_value(name, var, spec["default"], allowed, "default")
-        out[var] = TemplateVariable(var, spec["description"].strip(), default, required, allowed)
-    return out
-
-
-def _defaults(raw: Any, name: str, text: str) -> dict[str, Any]:
-    if not isinstance(raw, dict | None):
-        raise TemplateError("'defaults' must be a mapping, e.g. {guidance: 7, steps: 30}",
-                            template=name, line=_line(text, "defaults"))
-    out: dict[str, Any] = {}
-    for key, value in (raw or {}).items():
-        line = _line(text, str(key), indented=True)
-        if key not in DEFAULT_TYPES:
-            raise TemplateError(f"unknown key 'defaults.{key}'; allowed keys: {', '.join(DEFAULT_TYPES)}",
-                                template=name, line=line)
-        ok = isinstance(value, DEFAULT_TYPES[key]) and not isinstance(value, bool)
-        if not ok or (key in ("steps", "width", "height") and value <= 0) or (key == "guidance" and value < 0):
-            raise TemplateError(f"'defaults.{key}' must be a positive "
-                                f"{'/'.join(t.__name__ for t in DEFAULT_TYPES[key])}, got {value!r}",
-                                template=name, line=line)
-        out[key] = float(value) if key == "guidance" else value
-    return out
-
-
-def _check_value(template: str, var: str, value: Any, allowed: tuple[Any, ...] | None, what: str) -> Any:
-    if not isinstance(value, PLAIN_TYPES) or isinstance(value, float) and not math.isfinite(value):
-        raise TemplateError(f"variable '{var}': {what} {value!r} is a {type(value).__name__}; variable values are "
-                            f"plain text, finite numbers or booleans (str, int, float, bool)", template=template,
-                            variable=var)
-    if allowed is not None and not any(_same(value, a) for a in allowed):
-        raise TemplateError(f"variable '{var}': {what} {value!r} is not allowed; choose one of: "
-                            f"{', '.join(repr(a) for a in allowed)}", template=template, variable=var)
-    return value
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal and of the same kind: ``True`` is not ``1`` and ``"7"`` is not ``7``, but ``7 == 7.0``."""
-    if isinstance(a, (bool, str)) or isinstance(b, (bool, str)):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
-
-
 def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[str, Any]:
     declared = template.variables
     listing = ", ".join(f"{v.name} (required)" if v.required else f"{v.name}={v.default!r}"
@@ -404,14 +300,8 @@ def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[
             raise TemplateError(f"required variable '{var.name}' ({var.description}) has no value; pass it. "
                                 f"Declared variables: {listing}", template=template.name, variable=var.name)
         value = given[var.name] if var.name in given else var.default
-        values[var.name] = _check_value(template.name, var.name, value, var.allowed, "value")
+        values[var.name] = check_value(template.name, var.name, value, var.allowed, "value")
     return values
-
-
-def _line(text: str, key: str, *, indented: bool = False) -> int | None:
-    """1-based line of the first ``key:`` (at column 0, or indented), for error messages."""
-    match = re.search((r"^[ \t]+" if indented else "^") + re.escape(key) + r"[ \t]*:", text, re.M)
-    return text.count("\n", 0, match.start()) + 1 if match else None
 
 
 def _parse(env: _Sandbox, name: str, source: str, filename: str, offset: int, where: str) -> Any:

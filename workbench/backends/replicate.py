@@ -1,9 +1,10 @@
 """Replicate backend: predictions through the official ``replicate`` SDK, under our own deadline.
 
 Models are ``owner/name`` (official models, the model route; default ``black-forest-labs/flux-schnell``)
-or ``owner/name:VERSION`` (the version route). Known models have a profile (``PROFILES``) that maps our
-parameters to the model's inputs and checks them at plan time; any other model gets ``prompt`` and
-``seed``, and its other inputs pass through from ``request.options`` verbatim.
+or ``owner/name:VERSION`` (the version route). Known models have a profile (``PROFILES``, in
+``replicate_models.py`` with the input mapping) that maps our parameters to the model's inputs and checks
+them at plan time; any other model gets ``prompt`` and ``seed``, and its other inputs pass through from
+``request.options`` verbatim.
 
 One request is one prediction: ``client.predictions.create`` / ``client.models.predictions.create`` (with
 ``Prefer: wait``), then polling with our own deadline (``deadline_s``); past it the prediction is canceled
@@ -13,7 +14,6 @@ and read JSON as plain dicts:
 - a create without ``wait`` gets our timeout from an httpx request hook (the SDK sends it with none);
 - the create answer is kept by an httpx response hook, so a status the SDK's model rejects (``aborted``)
   still gives the prediction id, and a 429's ``Retry-After`` header is not lost with ``ReplicateError``;
-
 - polls and cancels, so a status is a string (the SDK's model raises on ``aborted``) and a 503 on a poll
   is retried inside the deadline (the SDK's own retry transport is mounted over, so it never sleeps
   past our deadline);
@@ -43,10 +43,9 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..errors import (
@@ -60,107 +59,29 @@ from ..errors import (
 )
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from .base import Backend, Capabilities
+from .replicate_models import (
+    DEFAULT_MODEL,
+    FLUX_ASPECT_RATIOS,
+    GENERIC_PROFILE,
+    PRICES_AS_OF,
+    PROFILES,
+    ReplicateModelProfile,
+    aspect_ratio_value,
+    build_input,
+    nearest_aspect_ratio,
+    parse_model_ref,
+    validate_options,
+)
 
 __all__ = ["ReplicateBackend", "ReplicateModelProfile", "PROFILES", "DEFAULT_MODEL", "DEFAULT_BASE_URL",
            "PRICES_AS_OF", "FLUX_ASPECT_RATIOS", "parse_model_ref", "nearest_aspect_ratio"]
 
-DEFAULT_MODEL = "black-forest-labs/flux-schnell"
 DEFAULT_BASE_URL = "https://api.replicate.com"
-PRICES_AS_OF = "2026-11-22"  # estimates from replicate.com model pages of that date
-FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _SAFETY = re.compile(r"nsfw|safety|content policy|sensitive|flagged", re.IGNORECASE)
 _SEED_LOG = re.compile(r"Using seed:\s*(-?\d+)")
 _TRUSTED_HOST_SUFFIXES = ("replicate.delivery", "replicate.com")
 _LOG_LIMIT = 2000
-
-
-@dataclass(frozen=True)
-class ReplicateModelProfile:
-    """How our parameters map to one model's inputs, and what it costs."""
-
-    name: str  # owner/name
-    official: bool = True  # official models run without a version (model route)
-    sizing: Literal["aspect_ratio", "width_height", "none"] = "aspect_ratio"
-    aspect_ratios: tuple[str, ...] = FLUX_ASPECT_RATIOS
-    size_range: tuple[int, int] = (128, 2048)  # width_height sizing: min/max side, multiples of 8
-    seed_input: str | None = "seed"
-    steps_input: str | None = "num_inference_steps"
-    steps_range: tuple[int, int] | None = None
-    guidance_input: str | None = None
-    guidance_range: tuple[float, float] | None = None
-    negative_prompt_input: str | None = None
-    schedulers: tuple[str, ...] = ()  # names the model's ``scheduler`` input takes
-    # Options a spec may set (request.options): name -> allowed values (None: any value of ``option_types``)
-    options: Mapping[str, tuple[Any, ...] | None] = field(default_factory=dict)
-    option_types: Mapping[str, type | tuple[type, ...]] = field(default_factory=dict)
-    option_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    # Inputs we always send unless the spec sets them (recorded in notes["input"]).
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    price_per_image: float | None = None
-    seconds_per_image: float = 5.0
-    known: bool = True  # False: the generic profile for models we have no schema for
-
-
-_FLUX_OPTIONS: Mapping[str, tuple[Any, ...] | None] = {
-    "aspect_ratio": FLUX_ASPECT_RATIOS, "output_format": ("webp", "jpg", "png"), "output_quality": None,
-    "megapixels": ("1", "0.25"), "go_fast": (True, False), "disable_safety_checker": (True, False)}
-_FLUX_TYPES: Mapping[str, type | tuple[type, ...]] = {"output_quality": int}
-_FLUX_RANGES = {"output_quality": (0, 100)}
-# go_fast=False by default: its fp8 path is "not deterministic ... even if you set a seed".
-_FLUX_DEFAULTS = {"output_format": "png", "go_fast": False}
-
-PROFILES: dict[str, ReplicateModelProfile] = {
-    "black-forest-labs/flux-schnell": ReplicateModelProfile(
-        "black-forest-labs/flux-schnell", steps_range=(1, 4), options=_FLUX_OPTIONS, option_types=_FLUX_TYPES,
-        option_ranges=_FLUX_RANGES, defaults=_FLUX_DEFAULTS, price_per_image=0.003, seconds_per_image=2.0),
-    "black-forest-labs/flux-dev": ReplicateModelProfile(
-        "black-forest-labs/flux-dev", steps_range=(1, 50), guidance_input="guidance", guidance_range=(0.0, 10.0),
-        options=_FLUX_OPTIONS, option_types=_FLUX_TYPES, option_ranges=_FLUX_RANGES, defaults=_FLUX_DEFAULTS,
-        price_per_image=0.025, seconds_per_image=8.0),
-    "stability-ai/sdxl": ReplicateModelProfile(
-        "stability-ai/sdxl", official=False, sizing="width_height", steps_range=(1, 500),
-        guidance_input="guidance_scale", guidance_range=(1.0, 50.0), negative_prompt_input="negative_prompt",
-        schedulers=("DDIM", "DPMSolverMultistep", "HeunDiscrete", "KarrasDPM", "K_EULER_ANCESTRAL", "K_EULER",
-                    "PNDM"),
-        price_per_image=0.004, seconds_per_image=10.0),
-}
-_GENERIC = ReplicateModelProfile("(generic)", sizing="none", steps_input=None, known=False, seconds_per_image=10.0)
-# Inputs that come from request fields; specs must not also set them as options.
-_MAPPED = {"prompt": "prompt", "seed": "seed", "num_inference_steps": "steps", "guidance": "guidance",
-           "guidance_scale": "guidance", "negative_prompt": "negative_prompt", "width": "width",
-           "height": "height", "scheduler": "scheduler", "num_outputs": "(one image per request)"}
-# Options that steer the backend itself, never sent as model inputs.
-_CONTROL_OPTIONS = {"deadline_s"}
-
-
-def parse_model_ref(ref: str) -> tuple[str, str | None]:
-    """``"owner/name"`` or ``"owner/name:version"`` -> ``("owner/name", version or None)``.
-
-    >>> parse_model_ref("black-forest-labs/flux-schnell:abc123")
-    ('black-forest-labs/flux-schnell', 'abc123')
-    """
-    match = re.fullmatch(r"([^/\s:]+)/([^/\s:]+)(?::([A-Za-z0-9._-]+))?", ref.strip())
-    if not match:
-        raise UnsupportedRequestError(
-            f"replicate: model '{ref}' is not 'owner/name' or 'owner/name:version' "
-            f"(e.g. '{DEFAULT_MODEL}')")
-    return f"{match.group(1)}/{match.group(2)}", match.group(3)
-
-
-def _ratio(text: str) -> float:
-    w, h = (int(v) for v in text.split(":"))
-    return w / h
-
-
-def nearest_aspect_ratio(width: int, height: int, allowed: Sequence[str] = FLUX_ASPECT_RATIOS) -> str:
-    """The allowed ``W:H`` closest to ``width/height`` (on a log scale).
-
-    >>> nearest_aspect_ratio(1000, 600)
-    '16:9'
-    """
-    target = math.log(width / height)
-    return min(allowed, key=lambda r: abs(math.log(_ratio(r)) - target))
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None, detail: str | None = None) -> float | None:
@@ -273,7 +194,7 @@ class ReplicateBackend(Backend):
 
     def _profile(self, model: str) -> tuple[ReplicateModelProfile, str, str | None]:
         name, version = parse_model_ref(model)
-        return self.profiles.get(name, _GENERIC), name, version
+        return self.profiles.get(name, GENERIC_PROFILE), name, version
 
     def _client(self) -> Any:
         try:
@@ -321,7 +242,7 @@ class ReplicateBackend(Backend):
         try:
             profile, _, _ = self._profile(model)
         except UnsupportedRequestError:
-            profile = _GENERIC
+            profile = GENERIC_PROFILE
         return Capabilities(
             seeds=profile.seed_input is not None, max_batch=1,
             negative_prompt=profile.negative_prompt_input is not None,
@@ -366,39 +287,7 @@ class ReplicateBackend(Backend):
                 raise UnsupportedRequestError(
                     f"replicate model '{name}' takes width and height {low_s}..{high_s} in multiples of 8, "
                     f"got {request.width}x{request.height}")
-        self._validate_options(profile, name, dict(request.options))
-
-    @staticmethod
-    def _validate_options(profile: ReplicateModelProfile, name: str, options: dict[str, Any]) -> None:
-        for key, value in options.items():
-            if key in _CONTROL_OPTIONS:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                    raise UnsupportedRequestError(f"replicate: option {key} must be a positive number, got {value!r}")
-                continue
-            if key in _MAPPED:
-                raise UnsupportedRequestError(
-                    f"replicate: option '{key}' is set from the spec's '{_MAPPED[key]}' field; remove it from "
-                    "the options")
-            if not profile.known:
-                continue  # a model we have no schema for: its inputs pass through
-            if key not in profile.options:
-                allowed = ", ".join(sorted(profile.options) + sorted(_CONTROL_OPTIONS))
-                raise UnsupportedRequestError(
-                    f"replicate model '{name}' has no option '{key}'; options it takes: {allowed}")
-            allowed_values = profile.options[key]
-            if allowed_values is not None:
-                if value not in allowed_values or (isinstance(value, bool) != isinstance(allowed_values[0], bool)):
-                    raise UnsupportedRequestError(
-                        f"replicate model '{name}' does not take {key}={value!r}; allowed values: "
-                        f"{', '.join(map(str, allowed_values))}")
-                continue
-            kind = profile.option_types.get(key)
-            if kind is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-                raise UnsupportedRequestError(f"replicate: option {key} must be {kind}, got {value!r}")
-            if key in profile.option_ranges:
-                low, high = profile.option_ranges[key]
-                if not low <= value <= high:
-                    raise UnsupportedRequestError(f"replicate: option {key} must be {low:g}..{high:g}, got {value!r}")
+        validate_options(profile, name, dict(request.options))
 
     def uncontrolled(self, request: GenerationRequest) -> dict[str, str]:
         out = super().uncontrolled(request)
@@ -413,7 +302,7 @@ class ReplicateBackend(Backend):
                                f"{request.width}x{request.height} is not sent")
             else:
                 sent = nearest_aspect_ratio(request.width, request.height, profile.aspect_ratios)
-                if abs(_ratio(sent) - request.width / request.height) > 1e-3:
+                if abs(aspect_ratio_value(sent) - request.width / request.height) > 1e-3:
                     out["size"] = (f"the model takes aspect ratios only: {request.width}x{request.height} is sent "
                                    f"as the nearest, {sent}")
                 else:
@@ -468,38 +357,10 @@ class ReplicateBackend(Backend):
 
     # inputs --------------------------------------------------------------------------------------------
     def build_input(self, request: GenerationRequest) -> tuple[dict[str, Any], dict[str, str]]:
-        """The model input for ``request`` and notes on how parameters were mapped."""
+        """The model input for ``request`` and notes on how parameters were mapped (see ``build_input`` in
+        ``replicate_models.py``)."""
         profile, _, _ = self._profile(request.model)
-        options = {k: v for k, v in request.options.items() if k not in _CONTROL_OPTIONS}
-        inputs: dict[str, Any] = {"prompt": request.prompt}
-        notes: dict[str, str] = {}
-        if request.seed is not None and profile.seed_input:
-            inputs[profile.seed_input] = int(request.seed)
-        if profile.sizing == "aspect_ratio":
-            if "aspect_ratio" not in options:
-                ratio = nearest_aspect_ratio(request.width, request.height, profile.aspect_ratios)
-                inputs["aspect_ratio"] = ratio
-                if abs(_ratio(ratio) - request.width / request.height) > 1e-3:
-                    notes["aspect_ratio"] = (f"asked {request.width}x{request.height} (ratio "
-                                             f"{request.width / request.height:.3f}); sent the nearest allowed "
-                                             f"aspect_ratio {ratio} ({_ratio(ratio):.3f})")
-            if "megapixels" not in options and "megapixels" in profile.options:
-                # nearer (on a log scale) to 0.25 MP or to 1 MP
-                inputs["megapixels"] = "0.25" if request.width * request.height <= 512 * 1024 else "1"
-        elif profile.sizing == "width_height":
-            inputs["width"], inputs["height"] = request.width, request.height
-        if profile.steps_input:
-            inputs[profile.steps_input] = int(request.steps)
-        if profile.guidance_input:
-            inputs[profile.guidance_input] = float(request.guidance)
-        if profile.negative_prompt_input and request.negative_prompt:
-            inputs[profile.negative_prompt_input] = request.negative_prompt
-        if request.scheduler and profile.schedulers:
-            inputs["scheduler"] = request.scheduler
-        for key, value in profile.defaults.items():
-            inputs.setdefault(key, value)
-        inputs.update(options)
-        return inputs, notes
+        return build_input(profile, request)
 
     # generation ----------------------------------------------------------------------------------------
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
@@ -545,7 +406,6 @@ class ReplicateBackend(Backend):
             answer = getattr(self._local, "create_answer", None)
             self._raise_api_error(exc.status or 0, exc.title, exc.detail,
                                   answer.headers if answer is not None else None, exc, creating=True)
-            raise  # unreachable: _raise_api_error always raises
         except httpx.TimeoutException as exc:
             raise TransientBackendError(
                 f"replicate: creating the prediction on {self.host} timed out after {self.timeout_s:g} s; a "
@@ -559,29 +419,31 @@ class ReplicateBackend(Backend):
                 raise BackendError(f"replicate: {exc}") from exc
             # The SDK's Prediction model rejects statuses it does not know (``aborted``): read the answer
             # it could not parse, kept by the response hook, as a plain dict.
-            answer = getattr(self._local, "create_answer", None)
-            try:
-                data = answer.json() if answer is not None else None
-            except ValueError:
-                data = None
-            if isinstance(data, dict) and data.get("id"):
+            data = self._kept_create_answer()
+            if data is not None and data.get("id"):
                 return data
             given = re.search(r"given=([A-Za-z_]+)", str(exc))
             raise _Failed(f"the prediction ended with status '{given.group(1) if given else 'unknown'}' when it "
                           "was created (the SDK cannot parse that status)", error_type="InvalidResponseError"
                           ) from exc
         # The answer as sent (the SDK's model drops fields such as ``data_removed``).
+        data = self._kept_create_answer()
+        if data is not None and data.get("id") == prediction.id:
+            return data
+        return prediction.dict()  # type: ignore[no-any-return]
+
+    def _kept_create_answer(self) -> dict[str, Any] | None:
+        """This thread's last create answer (kept by ``_keep_create_answer``) as a JSON object, else None."""
         answer = getattr(self._local, "create_answer", None)
         try:
             data = answer.json() if answer is not None else None
         except ValueError:
-            data = None
-        if isinstance(data, dict) and data.get("id") == prediction.id:
-            return data
-        return prediction.dict()  # type: ignore[no-any-return]
+            return None
+        return data if isinstance(data, dict) else None
 
     def _raise_api_error(self, status: int, title: str | None, detail: str | None,
-                         headers: Mapping[str, str] | None, exc: Exception | None, *, creating: bool) -> None:
+                         headers: Mapping[str, str] | None, exc: Exception | None, *,
+                         creating: bool) -> NoReturn:
         """Map a Replicate error answer to our tree (raises always; ``_Failed`` for this request only)."""
         text = _redact(" - ".join(t for t in (title, detail) if t) or f"HTTP {status}", self._token())
         where = f"HTTP {status}"

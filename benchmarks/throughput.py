@@ -1,6 +1,8 @@
-"""CPU throughput benchmark: workbench end to end vs the loops people write by hand.
+"""Throughput benchmark: workbench end to end vs the loops people write by hand.
 
-Same requests everywhere: 4 prompt variants × 4 seeds on the embedded model (one factor varied).
+Same requests everywhere: 4 prompt variants × 4 seeds (one factor varied), on the CPU with the
+embedded model (``make bench-cpu``), or on a GPU with a Stable Diffusion 1.5-architecture pipeline
+built from its published config with random weights (same FLOPs, no download): ``make bench-gpu``.
 
 - bare:      the best plain diffusers code: the pipeline loaded once, one batched call per group
              with a list of CPU generators, nothing logged (the floor for our overhead);
@@ -8,7 +10,7 @@ Same requests everywhere: 4 prompt variants × 4 seeds on the embedded model (on
 - naive:     the loop users write by hand: one pipeline call per image, then a synchronous
              ``mlflow.log_image`` (plus params) inside a fluent run.
 
-Each is repeated; medians and spread go to ``docs/benchmarks.md`` (section "CPU"). Run: ``make bench-cpu``.
+Each is repeated; medians and spread go to ``docs/benchmarks.md`` (section "CPU" or "GPU").
 """
 
 from __future__ import annotations
@@ -30,9 +32,39 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def spec_dict(size: int, steps: int, name: str) -> dict:
+def build_sd15_random(folder: Path) -> Path:
+    """SD 1.5's architecture (UNet 860 M, VAE, CLIP ViT-L text encoder) with random weights, fp16."""
+    import torch
+    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from workbench.embedded import _WORDS, tokenizer_files
+
+    if (folder / "model_index.json").is_file():
+        return folder
+    vocab, merges = tokenizer_files(_WORDS)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+    vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        sample_size=512)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
+                                        bos_token_id=0, eos_token_id=1, pad_token_id=1))
+    pipe = StableDiffusionPipeline(
+        unet=unet, vae=vae, text_encoder=text, tokenizer=CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77),
+        scheduler=DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                              steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(folder)
+    return folder
+
+
+def spec_dict(size: int, steps: int, name: str, model: str = "embedded:tiny-sd") -> dict:
     return {"name": name, "prompt": "a {{ colour }} lighthouse on a cliff", "variables": {"colour": "red"},
-            "backend": "diffusers", "model": "embedded:tiny-sd",
+            "backend": "diffusers", "model": model,
             "params": {"width": size, "height": size, "steps": steps, "guidance": 7.5},
             "seeds": [1, 2, 3, 4], "vary": {"var.colour": ["blue", "green", "white"]}, "max_batch": 16}
 
@@ -94,26 +126,37 @@ def bench_naive(pipe, requests, folder: Path) -> float:  # type: ignore[no-untyp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--size", type=int, default=None, help="default: 64 on cpu, 512 on cuda")
+    parser.add_argument("--steps", type=int, default=None, help="default: 20 on cpu, 30 on cuda")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "wb-sd15-random")
     parser.add_argument("--write", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
+    gpu = args.device == "cuda"
+    size = args.size or (512 if gpu else 64)
+    steps = args.steps or (30 if gpu else 20)
 
     import torch
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if not gpu:
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     home = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     os.environ["WORKBENCH_HOME"] = str(home)
+    os.environ["WORKBENCH_DEVICE"] = args.device
     from workbench import embedded
     from workbench.backends.registry import get_backend
     from workbench.experiment import expand, parse_spec
 
-    embedded.build("tiny-sd")
-    spec = spec_dict(args.size, args.steps, "bench")
+    if gpu:
+        model = str(build_sd15_random(args.model_dir))
+    else:
+        embedded.build("tiny-sd")
+        model = "embedded:tiny-sd"
+    spec = spec_dict(size, steps, "bench", model)
     requests = expand(parse_spec(spec))
     backend = get_backend("diffusers")
-    pipe = backend.pipeline("embedded:tiny-sd")  # shared: every contender gets a warm pipeline
+    pipe = backend.pipeline(model)  # shared: every contender gets a warm pipeline
     bench_bare(pipe, requests)  # warm-up (first-call allocations)
     times: dict[str, list[float]] = {"bare": [], "workbench": [], "naive": []}
     for i in range(args.repeats):
@@ -131,17 +174,21 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = [f"| {name} | {med[name]:.2f} s | {min(v):.2f}–{max(v):.2f} s | {med[name] / 16 * 1000:.0f} ms |"
             for name, v in times.items()]
+    machine = (f"{torch.cuda.get_device_name()}, torch {torch.__version__}, fp16, SD 1.5 architecture with "
+               f"random weights" if gpu else
+               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+               f"with {torch.get_num_threads()} thread(s), the embedded tiny model")
+    peak = (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if gpu else "")
     table = "\n".join([
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} with {torch.get_num_threads()} thread(s); {len(requests)} images "
-        f"({args.size}x{args.size}, {args.steps} steps, 4 prompts × 4 seeds); {args.repeats} repeats, "
-        f"measured {time.strftime('%Y-%m-%d')} (`make bench-cpu`).", "",
+        f"Machine: {machine}; {len(requests)} images ({size}x{size}, {steps} steps, 4 prompts × 4 seeds); "
+        f"{args.repeats} repeats, measured {time.strftime('%Y-%m-%d')} (`make bench-{args.device.replace('cuda', 'gpu')}`)"
+        f"{peak}.", "",
         "| loop | median | spread (min–max) | per image |", "|---|---|---|---|", *rows, "",
         f"- workbench / bare batched loop: **{med['workbench'] / med['bare']:.2f}×** (target ≤ 1.05×)",
         f"- naive loop / workbench: **{med['naive'] / med['workbench']:.2f}×** (target ≥ 4× on the GPU)",
     ])
     print(table)
-    write_section(args.write, "CPU", table)
+    write_section(args.write, "GPU" if gpu else "CPU", table)
 
 
 def write_section(path: Path, name: str, body: str) -> None:

@@ -1,0 +1,181 @@
+"""The AUTOMATIC1111 ``parameters`` text: write it, parse it, and turn it back into a request.
+
+The format A1111, Forge, civitai and friends read and write in a PNG's ``parameters`` text chunk: the
+prompt, ``Negative prompt: …``, then one line of ``Key: value`` pairs::
+
+    a red lighthouse
+    Negative prompt: blurry
+    Steps: 30, Sampler: Euler a, CFG scale: 7.0, Seed: 7, Size: 512x768, Model: sd15, Backend: diffusers
+
+``a1111_parameters`` writes it for a request; ``parse_a1111_parameters`` follows A1111's own parser;
+``request_from_a1111`` turns its result into a request we can run, and ``unused_a1111_keys`` names what
+that request does not reproduce. Pure text: ``metadata.py`` puts it in and reads it out of PNG files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import MetadataError
+from .schedulers import SCHEDULERS, a1111_sampler_name, scheduler_from_a1111
+from .types import GenerationRequest
+
+__all__ = ["a1111_parameters", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys",
+           "A1111_USED_KEYS", "A1111_INFO_KEYS"]
+
+# A1111's own regex (modules/infotext_utils.py): "Key: value" pairs, values optionally JSON-quoted.
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
+
+# Keys ``request_from_a1111`` turns into the request; the rest are reported as not reproduced.
+A1111_USED_KEYS = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed",
+                             "Size", "Size-1", "Size-2", "Model", "Backend", "Template", "Clip skip"})
+# Keys that describe the image but do not change it.
+A1111_INFO_KEYS = frozenset({"Model hash", "Version", "Hashes", "Lora hashes", "TI hashes", "Emphasis", "Pad conds",
+                             "Downcast alphas_cumprod", "Token merging ratio", "Operations"})
+
+
+def _quote(value: Any) -> str:
+    # A1111's own rule (modules/generation_parameters_copypaste.quote): JSON-quote when needed.
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text and '"' not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def a1111_parameters(request: GenerationRequest, extra: Mapping[str, Any] | None = None) -> str:
+    """The ``parameters`` text A1111 writes and parses for ``request``."""
+    pairs: dict[str, Any] = {"Steps": request.steps}
+    sampler = a1111_sampler_name(request.scheduler)
+    if sampler:
+        pairs["Sampler"] = sampler
+    pairs["CFG scale"] = float(request.guidance)
+    pairs["Seed"] = request.seed if request.seed is not None else -1
+    pairs["Size"] = f"{request.width}x{request.height}"
+    pairs["Model"] = request.model
+    pairs["Backend"] = request.backend
+    if request.template:
+        pairs["Template"] = f"{request.template}@{request.template_version}"
+    pairs.update(extra or {})
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"Negative prompt: {request.negative_prompt}")
+    lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None))
+    return "\n".join(lines)
+
+
+def _unquote(text: str) -> str:
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def parse_a1111_parameters(text: str) -> dict[str, str]:
+    """Parse an A1111 ``parameters`` text the way A1111's ``parse_generation_parameters`` does.
+
+    Returns ``Prompt``, ``Negative prompt`` and every ``Key: value`` pair of the last line (values
+    unquoted, all strings). As in A1111, a ``WxH`` value is also split into ``Key-1`` / ``Key-2``; unlike
+    A1111, the original ``Key`` is kept too. Like A1111, lines are stripped: leading and trailing
+    whitespace of a prompt line does not survive the format.
+
+    >>> p = parse_a1111_parameters('a cat, "cute"\\nNegative prompt: blurry\\nSteps: 20, Sampler: Euler a, '
+    ...                            'CFG scale: 7, Seed: 42, Size: 512x768, Model: "sd:v1"')
+    >>> p["Prompt"], p["Negative prompt"], p["Steps"], p["Size-2"], p["Model"]
+    ('a cat, "cute"', 'blurry', '20', '768', 'sd:v1')
+    """
+    result: dict[str, str] = {}
+    *lines, last = text.strip().split("\n")
+    if len(_RE_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt: list[str] = []
+    negative: list[str] = []
+    done_with_prompt = False
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt = True
+            line = line[16:].strip()
+        (negative if done_with_prompt else prompt).append(line)
+    result["Prompt"] = "\n".join(prompt)
+    result["Negative prompt"] = "\n".join(negative)
+    for key, value in _RE_PARAM.findall(last):
+        value = _unquote(value) if value[:1] == '"' and value[-1:] == '"' else value
+        result[key] = value
+        size = _RE_IMAGESIZE.match(value)
+        if size:
+            result[f"{key}-1"], result[f"{key}-2"] = size.group(1), size.group(2)
+    return result
+
+
+def _number(params: Mapping[str, str], key: str, kind: type, default: Any = None) -> Any:
+    raw = params.get(key)
+    if raw is None or str(raw).strip() == "":
+        if default is not None:
+            return default
+        raise MetadataError(f"the A1111 parameters have no '{key}' value; it is needed to rebuild the request")
+    try:
+        return kind(float(raw)) if kind is int and "." in str(raw) else kind(raw)
+    except ValueError:
+        raise MetadataError(f"the A1111 parameter '{key}: {raw}' is not a number") from None
+
+
+def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
+                       model: str | None = None) -> GenerationRequest:
+    """A request we can run, from parsed A1111 parameters (see ``parse_a1111_parameters``).
+
+    Steps, CFG scale, Seed and Size are required. Sampler (and A1111's separate ``Schedule type:
+    Karras``) maps to our scheduler names; ``Clip skip: N`` becomes the diffusers option
+    ``clip_skip: N-1``. ``backend`` defaults to the text's ``Backend`` (ours writes it), else diffusers;
+    ``model`` replaces the text's ``Model``, which is required otherwise.
+
+    >>> r = request_from_a1111(parse_a1111_parameters("a fox\\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+    ...                        "Seed: 5, Size: 512x768, Model: sd15"), model="embedded:tiny-sd")
+    >>> r.scheduler, r.guidance, r.seed, (r.width, r.height), r.model
+    ('euler_a', 7.0, 5, (512, 768), 'embedded:tiny-sd')
+    """
+    backend = backend or params.get("Backend") or "diffusers"
+    model = model or params.get("Model")
+    if not model:
+        raise MetadataError("the A1111 parameters name no 'Model'; say which model to use (model=..., or "
+                            "--model on the command line)")
+    scheduler = None
+    sampler = (params.get("Sampler") or "").strip()
+    if sampler:
+        schedule = (params.get("Schedule type") or "").strip()
+        names = [f"{sampler} {schedule}", sampler] if schedule and schedule.lower() != "automatic" else [sampler]
+        scheduler = next((s for s in map(scheduler_from_a1111, names) if s), None)
+        if scheduler is None:
+            known = ", ".join(a for _, _, a in SCHEDULERS.values())
+            raise MetadataError(f"the A1111 sampler '{names[0]}' has no equivalent here; known samplers: {known}")
+    seed = _number(params, "Seed", int)
+    if "Size-1" not in params or "Size-2" not in params:
+        raise MetadataError(f"the A1111 parameters have no 'Size: WIDTHxHEIGHT' value (got {params.get('Size')!r}); "
+                            f"it is needed to rebuild the request")
+    width, height = _number(params, "Size-1", int), _number(params, "Size-2", int)
+    options: dict[str, Any] = {}
+    clip_skip = params.get("Clip skip")
+    if clip_skip and backend == "diffusers" and _number(params, "Clip skip", int) > 1:
+        options["clip_skip"] = _number(params, "Clip skip", int) - 1
+    template, template_version = None, None
+    if params.get("Template"):
+        template, _, version = params["Template"].partition("@")
+        template_version = version if version and version != "None" else None
+    return GenerationRequest(
+        backend=backend, model=model, prompt=params.get("Prompt", ""),
+        negative_prompt=params.get("Negative prompt", ""), seed=None if seed < 0 else seed, width=width,
+        height=height, steps=_number(params, "Steps", int), guidance=_number(params, "CFG scale", float),
+        scheduler=scheduler, options=options, template=template, template_version=template_version)
+
+
+def unused_a1111_keys(params: Mapping[str, str]) -> dict[str, str]:
+    """The A1111 parameters a request built by ``request_from_a1111`` does not reproduce (hires fix, LoRAs...)."""
+    return {k: v for k, v in params.items() if k not in A1111_USED_KEYS and k not in A1111_INFO_KEYS
+            and not (k.endswith(("-1", "-2")) and k[:-2] in params)}
