@@ -13,7 +13,7 @@ from PIL import Image
 from workbench.backends import registry
 from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
-from workbench.errors import AuthenticationError, RateLimitError, TransientBackendError
+from workbench.errors import AuthenticationError, OutOfMemoryError, RateLimitError, TransientBackendError
 from workbench.experiment import parse_spec
 from workbench.runner import RetryPolicy, run_experiment
 from workbench.tracking import Tracker
@@ -187,3 +187,67 @@ def test_artifacts_live_next_to_the_store_not_the_cwd(tracking_uri: str, fake_ba
     experiment = MlflowClient(tracking_uri).get_experiment_by_name("sweep")
     store_dir = Path(tracking_uri[len("sqlite:///"):]).parent
     assert experiment.artifact_location.startswith((store_dir / "artifacts").as_uri())
+
+
+class SmallDevice(Backend):
+    """Runs out of memory for batches larger than ``fits``, like a GPU would."""
+
+    name = "small"
+
+    def __init__(self, fits: int = 2) -> None:
+        self.fits = fits
+        self.calls: list[int] = []
+
+    def capabilities(self, model: str) -> Capabilities:
+        return Capabilities(seeds=True, max_batch=8)
+
+    def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(len(batch))
+        if len(batch) > self.fits:
+            raise OutOfMemoryError(f"CUDA out of memory for a batch of {len(batch)}")
+        return [GeneratedImage(request=r, image=fake_image(r), batch_size=len(batch), batch_index=i)
+                for i, r in enumerate(batch)]
+
+
+def test_out_of_memory_halves_the_batch_and_goes_on(tracking_uri: str, tmp_path: Path) -> None:
+    device = SmallDevice(fits=2)
+    registry.register_backend("small", SmallDevice)
+    registry._instances["small"] = device
+    try:
+        summary = run_experiment(make_spec(backend="small", vary={}, seeds=[1, 2, 3, 4, 5, 6, 7]),
+                                 tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    finally:
+        registry._registered.pop("small", None)
+        registry._instances.pop("small", None)
+    assert (summary.finished, summary.failed) == (7, 0)
+    assert device.calls == [7, 4, 2, 2, 3, 2, 1] and summary.oom_splits == 3
+    records = Tracker(tracking_uri).records("sweep")
+    assert {r.metrics["batch_size"] for r in records} == {1.0, 2.0}
+
+
+def test_out_of_memory_at_batch_1_fails_the_run(tracking_uri: str, tmp_path: Path) -> None:
+    registry.register_backend("small", SmallDevice)
+    registry._instances["small"] = SmallDevice(fits=0)
+    try:
+        summary = run_experiment(make_spec(backend="small", vary={}, seeds=[1, 2]), tracking_uri=tracking_uri,
+                                 progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    finally:
+        registry._registered.pop("small", None)
+        registry._instances.pop("small", None)
+    assert summary.failed == 2 and not summary.stopped
+    assert all("even a batch of 1" in r.reason for r in Tracker(tracking_uri).records("sweep"))
+
+
+def test_grid_over_templates_keeps_each_templates_negative_prompt(tracking_uri: str, fake_backend,
+                                                                  tmp_path: Path) -> None:
+    spec = parse_spec({"name": "templates", "template": "photoreal", "variables": {"subject": "a fox"},
+                       "backend": "fake", "model": "m", "params": {"width": 32, "height": 32}, "seeds": [1, 2],
+                       "vary": {"template": ["concept_art", "product"], "guidance": [3.0]}})
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    from workbench.grid import pivot_records
+
+    data, chosen = pivot_records(Tracker(tracking_uri).records("templates"), "seed", "template")
+    assert data.col_levels == ["photoreal", "concept_art", "product"]  # none hidden by its negative prompt
+    assert len([c for c in data.cells.values() if c.status == "FINISHED"]) == 6
+    assert data.fixed.get("guidance") == "7.0" and "negative_prompt" not in data.fixed
+    assert summary.grids and all(p.is_file() for p in summary.grids)

@@ -21,6 +21,7 @@ other ``WorkbenchError`` → 1.
     │   ├── TransientBackendError      5xx, timeouts, dropped connections (retryable)
     │   ├── ContentPolicyError         blocked by a safety filter: that run is BLOCKED, sweep goes on
     │   ├── InvalidResponseError       a response we cannot use (no data, bad image)
+    │   ├── OutOfMemoryError           the device ran out of memory: the runner halves the batch
     │   ├── ReproductionFailedError    the backend gave no image when reproducing a run
     │   └── MissingDependencyError     an optional extra is not installed (names the pip command)
     └── TrackingError                  MLflow store unreachable or refused a write
@@ -46,6 +47,7 @@ __all__ = [
     "TransientBackendError",
     "ContentPolicyError",
     "InvalidResponseError",
+    "OutOfMemoryError",
     "ReproductionFailedError",
     "MissingDependencyError",
     "TrackingError",
@@ -153,6 +155,10 @@ class ContentPolicyError(BackendError):
 
 class InvalidResponseError(BackendError):
     pass
+
+
+class OutOfMemoryError(BackendError):
+    """The device ran out of memory for this batch; a smaller batch may fit."""
 
 
 class ReproductionFailedError(BackendError):

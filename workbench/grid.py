@@ -206,6 +206,8 @@ def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
             continue
         if {rows, cols} & {"size"} and key in ("width", "height"):
             continue
+        if _follows(records, key, rows) or _follows(records, key, cols):
+            continue  # e.g. a template's negative prompt changes with the template: not a held factor
         fixed[key] = Counter(r.params.get(key) for r in records).most_common(1)[0][0]
     chosen = [r for r in records if all(r.params.get(k) == v for k, v in fixed.items())]
     cells: dict[tuple[str, str], GridCell] = {}
@@ -227,6 +229,16 @@ def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
     data = GridData(rows=rows, cols=cols, row_levels=row_levels, col_levels=col_levels, cells=cells,
                     fixed={k: v for k, v in fixed.items() if k not in ("width", "height")}, notes=notes)
     return data, list(picked.values())
+
+
+def _follows(records: Sequence[RunRecord], key: str, axis: str) -> bool:
+    """True when ``key`` takes one value per level of ``axis`` (it changes only together with it)."""
+    seen: dict[str, str | None] = {}
+    for record in records:
+        level, value = _axis_value(record, axis), record.params.get(key)
+        if seen.setdefault(level, value) != value:
+            return False
+    return len(seen) > 1
 
 
 def _flag_note(record: RunRecord) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .config import workbench_home
-from .errors import BackendError, BudgetError, TrackingError, WorkbenchError
+from .errors import BackendError, BudgetError, OutOfMemoryError, TrackingError, WorkbenchError
 from .experiment import ExperimentSpec, load_spec
 from .grid import grid_from_records, varying_keys
 from .hashing import canonical_json, content_hash
@@ -65,6 +65,7 @@ class RunSummary:
     seconds: float = 0.0
     grids: list[Path] = field(default_factory=list)
     retries: int = 0
+    oom_splits: int = 0  # batches halved after running out of device memory
 
     @property
     def logged(self) -> int:
@@ -225,6 +226,24 @@ def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: R
 
 def _generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: RetryPolicy,
                          summary: RunSummary, stop: threading.Event) -> list[GenerationResult]:
+    """One batch, with bounded retries; out of memory halves the batch and goes on (recorded)."""
+    try:
+        return _generate_batch(backend, batch, retry, summary, stop)
+    except OutOfMemoryError as exc:
+        if len(batch) == 1:
+            return _failures(batch, f"OutOfMemoryError: {exc} (even a batch of 1 does not fit)", "OutOfMemoryError")
+        half = (len(batch) + 1) // 2
+        summary.oom_splits += 1
+        results = []
+        for part in (batch[:half], batch[half:]):
+            for result in _generate_with_retry(backend, part, retry, summary, stop):
+                note = f"out of memory at batch size {len(batch)}; generated in a batch of {len(part)}"
+                results.append(dataclasses.replace(result, environment={**result.environment, "oom_split": note}))
+        return results
+
+
+def _generate_batch(backend: Any, batch: list[GenerationRequest], retry: RetryPolicy,
+                    summary: RunSummary, stop: threading.Event) -> list[GenerationResult]:
     last: BackendError | None = None
     for attempt in range(retry.attempts):
         if stop.is_set():
@@ -237,6 +256,8 @@ def _generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: Re
             # Which images shared a call: reproduce --exact-batch regenerates the whole batch.
             batch_id = uuid.uuid4().hex[:16]
             return [dataclasses.replace(r, environment={**r.environment, "batch_id": batch_id}) for r in results]
+        except OutOfMemoryError:
+            raise
         except BackendError as exc:
             if exc.fatal:
                 raise
@@ -310,6 +331,7 @@ def _summary_dict(summary: RunSummary) -> dict[str, Any]:
     return {"experiment": summary.experiment, "parent_run_id": summary.parent_run_id, "planned": summary.planned,
             "skipped": summary.skipped, "finished": summary.finished, "failed": summary.failed,
             "blocked": summary.blocked, "not_run": summary.not_run, "retries": summary.retries,
+            "oom_splits": summary.oom_splits,
             "log_failures": [f"{e.run_key}: {e.error}" for e in summary.log_failures],
             "spooled": [e.run_key for e in summary.spooled], "stopped": summary.stopped,
             "seconds": round(summary.seconds, 3), "grids": [str(p) for p in summary.grids]}

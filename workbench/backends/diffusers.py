@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import embedded
 from ..environment import base_environment, package_version
-from ..errors import BackendError, MissingDependencyError, UnsupportedRequestError
+from ..errors import BackendError, MissingDependencyError, OutOfMemoryError, UnsupportedRequestError
 from ..schedulers import SCHEDULERS, scheduler_spec
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from .base import Backend, Capabilities
@@ -248,7 +248,11 @@ class DiffusersBackend(Backend):
                           num_inference_steps=first.steps, guidance_scale=first.guidance, width=first.width,
                           height=first.height, generator=generators, output_type="np", **kwargs)
         except torch.cuda.OutOfMemoryError as exc:
-            raise BackendError(f"CUDA out of memory for a batch of {len(batch)}: {exc}") from exc
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()  # give the smaller retry the memory back
+            raise OutOfMemoryError(f"CUDA out of memory for a batch of {len(batch)}: {exc}") from exc
         latency = (time.perf_counter() - start) / len(batch)
         arrays = output.images
         nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(batch)

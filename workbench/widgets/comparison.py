@@ -1,0 +1,424 @@
+"""``ComparisonGrid``: an interactive comparison grid over the runs of an experiment, read from MLflow.
+
+Nothing is regenerated: the runs, their parameters and their PNGs come from the tracking store.
+Choose the row and column factors, hold the other factors at a level, page through rows, click a
+cell for the run's details, export the view as a labelled PNG (the renderer of ``workbench grid``)
+logged to the experiment's latest parent run.
+
+Widget trees are built by plain functions (``tiles.tile_widget``, ``tiles.grid_widget``), so everything
+here works and is tested without a browser; the state lives in plain attributes (``view``, ``data``,
+``visible_cells``, ``thumbnail_loads``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import io
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from ..config import workbench_home
+from ..errors import UserInputError
+from ..grid import GridData, render_grid
+from ..tracking import KIND_TAG, Tracker
+from ..types import RunRecord
+from .detail import RunDetail, detail_panel, load_detail
+from .thumbnails import ThumbnailCache
+from .tiles import STYLE, grid_widget
+from .view import (
+    PAGED,
+    SEED,
+    SIDE_BY_SIDE,
+    GridView,
+    axis_options,
+    build_view,
+    default_cols,
+    filters_for,
+    seed_levels,
+)
+
+__all__ = ["ComparisonGrid", "latest_parent_run"]
+
+
+def latest_parent_run(tracker: Tracker, experiment: str) -> str | None:
+    """The run id of the latest ``workbench run`` of ``experiment`` (a parent run), if any."""
+    exp_id = tracker.experiment_id(experiment, create=False)
+    if exp_id is None:
+        return None
+    runs = tracker.client.search_runs([exp_id], filter_string=f"tags.`{KIND_TAG}` = 'parent'", max_results=1,
+                                      order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "grid"
+
+
+class ComparisonGrid:
+    """An ipywidgets comparison grid over the runs of ``experiment`` in MLflow.
+
+    Args:
+        experiment: the MLflow experiment name (a spec's ``name`` unless ``--experiment`` said otherwise).
+        tracking_uri: the store (default: ``$MLFLOW_TRACKING_URI``, else the embedded store).
+        rows, cols: the factors down and across (``seed`` or any parameter that varies; ``cols``
+            defaults to the first varying factor).
+        where: hold other factors at these levels (default: their most common level, the base).
+            ``where={"seed": "2"}`` shows one seed at a time, starting with seed 2.
+        page_size: at most this many tiles per page (whole rows); only the page shown is loaded.
+        seeds: ``"side by side"`` or ``"one at a time"`` when seed is not an axis.
+
+    Example:
+        >>> grid = ComparisonGrid("quickstart", cols="var.lighting")  # doctest: +SKIP
+        >>> grid  # the widget, in a notebook  # doctest: +SKIP
+        >>> grid.data.col_levels, grid.thumbnail_loads  # doctest: +SKIP
+        (['golden hour', 'overcast', 'neon night'], 9)
+        >>> grid.export()  # a labelled PNG, logged to the latest parent run  # doctest: +SKIP
+    """
+
+    def __init__(self, experiment: str, tracking_uri: str | None = None, *, rows: str = SEED,
+                 cols: str | None = None, where: Mapping[str, Any] | None = None, page_size: int = 48,
+                 seeds: str = SIDE_BY_SIDE, tile_size: int = 128, thumbnail_size: int = 192,
+                 tracker: Tracker | None = None) -> None:
+        if page_size < 1:
+            raise UserInputError(f"page_size must be at least 1, got {page_size}")
+        if seeds not in (SIDE_BY_SIDE, PAGED):
+            raise UserInputError(f"seeds must be '{SIDE_BY_SIDE}' or '{PAGED}', got {seeds!r}")
+        self.experiment = experiment
+        self.tracker = tracker or Tracker(tracking_uri)
+        self.tracking_uri = self.tracker.uri
+        self.page_size = page_size
+        self.tile_size = tile_size
+        self.thumbnails = ThumbnailCache.for_tracker(self.tracker, size=thumbnail_size)
+        self.where = {str(k): str(v) for k, v in (where or {}).items()}
+        self.seed_mode = seeds
+        self.seed: str | None = None
+        if SEED in self.where:
+            value = self.where.pop(SEED)
+            self.seed_mode = PAGED
+            self.seed = value if value.startswith(("seed ", "replicate ")) else f"seed {value}"
+        self.page = 0
+        self.detail: RunDetail | None = None
+        self.last_export: tuple[Path, str | None] | None = None
+        self.view: GridView | None = None
+        self.tiles: dict[tuple[str, str, str], w.VBox] = {}
+        self._updating = False
+        self.records = self._read()
+        options = axis_options(self.records) if self.records else [SEED]
+        self.rows = rows
+        self.cols = cols or (default_cols(self.records, rows) if self.records else "model")
+        for axis in (self.rows, self.cols):
+            if self.records and axis not in options:
+                raise UserInputError(f"'{axis}' does not vary in experiment '{experiment}'; choose from: "
+                                     f"{', '.join(options)}")
+        self._build_widgets(options)
+        self._update()
+
+    # -- reading --------------------------------------------------------------------------------------
+    def _read(self) -> list[RunRecord]:
+        self._exp_id = self.tracker.experiment_id(self.experiment, create=False)
+        if self._exp_id is None:
+            names = [e.name for e in self.tracker.client.search_experiments()]
+            raise UserInputError(f"no experiment '{self.experiment}' in {self.tracker.display_uri}; experiments: "
+                                 f"{', '.join(names) or '(none)'}; run a spec first (workbench run SPEC)")
+        records = self.tracker.records(self.experiment)
+        self._by_id = {r.run_id: r for r in records}
+        return records
+
+    def refresh(self) -> None:
+        """Read the runs again (new runs appear; thumbnails already loaded stay cached)."""
+        self.records = self._read()
+        self._rebuild_filters()
+        self._update()
+
+    # -- state ----------------------------------------------------------------------------------------
+    @property
+    def data(self) -> GridData | None:
+        """The current view (all pages) as the table ``render_grid`` draws; None without runs."""
+        return self.view.to_grid_data() if self.view else None
+
+    @property
+    def rows_per_page(self) -> int:
+        return max(1, self.page_size // self.view.tiles_per_row) if self.view else 1
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(len(self.view.row_levels) / self.rows_per_page)) if self.view else 1
+
+    @property
+    def visible_rows(self) -> list[str]:
+        if not self.view:
+            return []
+        start = self.page * self.rows_per_page
+        return self.view.row_levels[start:start + self.rows_per_page]
+
+    @property
+    def visible_cells(self) -> list[tuple[str, str, str]]:
+        """(row, column, seed) of every tile on the page shown ("" as seed when seed is an axis)."""
+        if not self.view:
+            return []
+        return [(r, c, s) for r in self.visible_rows for c in self.view.col_levels for s in self.view.seeds]
+
+    @property
+    def visible_run_ids(self) -> list[str]:
+        return self.view.run_ids(self.visible_rows) if self.view else []
+
+    @property
+    def thumbnail_loads(self) -> int:
+        """How many images were fetched from the store so far (lazy loading: the pages shown only)."""
+        return self.thumbnails.loads
+
+    # -- actions --------------------------------------------------------------------------------------
+    def set_axes(self, rows: str | None = None, cols: str | None = None) -> None:
+        """Change the factors; choosing the other axis's factor swaps the two."""
+        new_rows, new_cols = rows or self.rows, cols or self.cols
+        if new_rows == new_cols:
+            if cols is not None and cols != self.cols:  # columns took the rows' factor
+                new_rows = self.cols
+            else:
+                new_cols = self.rows
+        rows, cols = new_rows, new_cols
+        self.rows, self.cols, self.page = rows, cols, 0
+        self._sync(self.rows_control, rows)
+        self._sync(self.cols_control, cols)
+        self._rebuild_filters()
+        self._update()
+
+    def set_filter(self, key: str, value: str) -> None:
+        self.where[key] = str(value)
+        if key in self.filter_controls:
+            self._sync(self.filter_controls[key], str(value))
+        self.page = 0
+        self._update()
+
+    def set_seeds(self, mode: str, seed: str | None = None) -> None:
+        """Show seeds ``"side by side"`` or ``"one at a time"`` (then ``seed`` picks which)."""
+        if mode not in (SIDE_BY_SIDE, PAGED):
+            raise UserInputError(f"seeds must be '{SIDE_BY_SIDE}' or '{PAGED}', got {mode!r}")
+        self.seed_mode, self.seed = mode, seed or self.seed
+        self._sync(self.seed_mode_control, mode)
+        self._update()
+
+    def go_to_page(self, page: int) -> None:
+        self.page = min(max(0, page), self.pages - 1)
+        self._render()
+
+    def next_page(self) -> None:
+        self.go_to_page(self.page + 1)
+
+    def previous_page(self) -> None:
+        self.go_to_page(self.page - 1)
+
+    def open_detail(self, run_id: str) -> RunDetail:
+        """Show the detail panel of ``run_id`` (what clicking a cell does) and return what it shows."""
+        record = self._by_id.get(run_id)
+        if record is None:
+            raise UserInputError(f"run {run_id} is not a run of experiment '{self.experiment}'")
+        detail = load_detail(self.tracker, record, self.experiment, self._exp_id)
+        image = None
+        if record.outcome == "FINISHED":
+            try:
+                image = self.thumbnails.image(run_id)
+            except Exception:  # a finished run whose PNG is gone: show the details anyway
+                image = None
+        self.detail = detail
+        self.detail_box.children = (detail_panel(detail, image, tracking_uri=self.tracking_uri,
+                                                 on_close=self.close_detail),)
+        return detail
+
+    def close_detail(self) -> None:
+        self.detail = None
+        self.detail_box.children = ()
+
+    def export(self, path: str | Path | None = None, *, log: bool = True) -> Path:
+        """Save the current view (every page) as a labelled PNG with ``grid.render_grid``, and log it
+        under ``grids/`` of the experiment's latest parent run (``log=False``: the file only)."""
+        if self.view is None:
+            raise UserInputError(f"experiment '{self.experiment}' has no runs to export")
+        data = self.view.to_grid_data()
+        data.title = data.title or f"{self.experiment}: {self.cols} x {self.rows}"
+        cells = {}
+        for key, cell in data.cells.items():
+            if cell.status == "FINISHED" and cell.run_id:
+                from PIL import Image
+
+                try:
+                    with Image.open(io.BytesIO(self.thumbnails.image(cell.run_id))) as img:
+                        img.load()
+                        cell = dataclasses.replace(cell, image=img.copy())
+                except Exception as exc:  # drawn as a labelled tile, like `workbench grid` does
+                    cell = dataclasses.replace(cell, status="missing", reason=f"image unreadable: "
+                                                                              f"{type(exc).__name__}")
+            cells[key] = cell
+        data.cells = cells
+        image = render_grid(data)
+        if path is None:
+            held = "-".join(f"{k}={v}" for k, v in sorted(data.fixed.items()))[:80]
+            name = f"notebook-{self.cols}-x-{self.rows}" + (f"-{held}" if held else "")
+            path = workbench_home() / "grids" / _safe(self.experiment) / f"{_safe(name)}.png"
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.png")
+        image.save(tmp)
+        tmp.replace(path)
+        parent = latest_parent_run(self.tracker, self.experiment) if log else None
+        if parent is not None:
+            self.tracker.log_file(parent, path, "grids")
+        self.last_export = (path, parent)
+        return path
+
+    # -- widgets --------------------------------------------------------------------------------------
+    def _build_widgets(self, options: list[str]) -> None:
+        self.title = w.HTML()
+        self.rows_control = w.Dropdown(options=options, value=self.rows if self.rows in options else options[0],
+                                       description="rows", layout=w.Layout(width="240px"))
+        self.cols_control = w.Dropdown(options=options, value=self.cols if self.cols in options else None,
+                                       description="columns", layout=w.Layout(width="260px"))
+        self.rows_control.observe(lambda c: self._on_control(lambda: self.set_axes(rows=c["new"])), "value")
+        self.cols_control.observe(lambda c: self._on_control(lambda: self.set_axes(cols=c["new"])), "value")
+        self.seed_mode_control = w.ToggleButtons(options=[SIDE_BY_SIDE, PAGED], value=self.seed_mode,
+                                                 description="seeds", style={"button_width": "110px"})
+        self.seed_mode_control.observe(lambda c: self._on_control(lambda: self.set_seeds(c["new"])), "value")
+        self.seed_control = w.Dropdown(options=[], description="seed", layout=w.Layout(width="200px"))
+        self.seed_control.observe(lambda c: self._on_control(lambda: self._pick_seed(c["new"])), "value")
+        self.filter_controls: dict[str, w.Dropdown] = {}
+        self.filters_box = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.summary = w.HTML()
+        self.grid_box = w.VBox()
+        self.prev_button = w.Button(description="previous", icon="arrow-left", layout=w.Layout(width="110px"))
+        self.next_button = w.Button(description="next", icon="arrow-right", layout=w.Layout(width="110px"))
+        self.prev_button.on_click(lambda _: self.previous_page())
+        self.next_button.on_click(lambda _: self.next_page())
+        self.page_label = w.HTML()
+        self.pager = w.HBox([self.prev_button, self.page_label, self.next_button],
+                            layout=w.Layout(align_items="center", grid_gap="8px"))
+        self.export_button = w.Button(description="export PNG", icon="download",
+                                      tooltip="save this view as a labelled PNG and log it to the parent run")
+        self.refresh_button = w.Button(description="refresh", icon="refresh", tooltip="read the runs again")
+        self.export_status = w.HTML()
+        self.export_button.on_click(lambda _: self._export_clicked())
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.detail_box = w.VBox()
+        self._rebuild_filters()
+        self.widget = w.VBox([
+            w.HTML(STYLE), self.title,
+            w.HBox([self.rows_control, self.cols_control, self.seed_mode_control, self.seed_control],
+                   layout=w.Layout(flex_flow="row wrap")),
+            self.filters_box, self.summary, self.grid_box, self.pager,
+            w.HBox([self.export_button, self.refresh_button, self.export_status],
+                   layout=w.Layout(align_items="center")),
+            self.detail_box])
+        self.widget.add_class("wb-comparison-grid")
+
+    def _on_control(self, action: Callable[[], None]) -> None:
+        if not self._updating:
+            action()
+
+    def _sync(self, control: w.ValueWidget, value: Any) -> None:
+        self._updating = True
+        try:
+            control.value = value
+        finally:
+            self._updating = False
+
+    def _pick_seed(self, seed: str | None) -> None:
+        if seed:
+            self.seed = seed
+            self._update()
+
+    def _rebuild_filters(self) -> None:
+        self.filter_controls = {}
+        boxes: list[w.Widget] = []
+        if self.records:
+            for f in filters_for(self.records, self.rows, self.cols, self.where):
+                if f.linked_to:
+                    boxes.append(w.HTML(f"<span style='color:#666'>{html.escape(f.key)} follows "
+                                        f"{html.escape(f.linked_to)}</span>", layout=w.Layout(margin="4px 12px")))
+                    continue
+                control = w.Dropdown(options=f.levels, value=f.value, description=f.key,
+                                     style={"description_width": "initial"},
+                                     layout=w.Layout(width="auto", max_width="420px"))
+                control.observe(lambda c, key=f.key: self._on_control(lambda: self.set_filter(key, c["new"])),
+                                "value")
+                self.filter_controls[f.key] = control
+                boxes.append(control)
+        if boxes:
+            boxes.insert(0, w.HTML("<b>hold</b>", layout=w.Layout(margin="4px 8px 0 0")))
+        self.filters_box.children = boxes
+
+    def _export_clicked(self) -> None:
+        self.export_status.value = "<i>exporting…</i>"
+        try:
+            path = self.export()
+            parent = self.last_export[1] if self.last_export else None
+            where = f" and logged to parent run <code>{html.escape(parent)}</code> (grids/)" if parent else \
+                " (no parent run found to log it to)"
+            self.export_status.value = f"saved <code>{html.escape(str(path))}</code>{where}"
+        except Exception as exc:  # shown beside the button, never raised into the notebook
+            self.export_status.value = f"<span style='color:#b00'>{html.escape(f'{type(exc).__name__}: {exc}')}</span>"
+
+    def _update(self) -> None:
+        """Recompute the view from the current choices, then draw page ``self.page``."""
+        if self.records:
+            where = {k: v for k, v in self.where.items() if k not in (self.rows, self.cols)}
+            self.view = build_view(self.records, self.rows, self.cols, where=where, seed_mode=self.seed_mode,
+                                   seed=self.seed)
+            seed_axis = SEED in (self.rows, self.cols)
+            self.seed_mode_control.layout.display = "none" if seed_axis else None
+            paged = not seed_axis and self.seed_mode == PAGED
+            self.seed_control.layout.display = None if paged else "none"
+            if paged:
+                levels = seed_levels(self.records)
+                self._updating = True
+                try:
+                    self.seed_control.options = levels
+                    self.seed_control.value = self.view.seeds[0]
+                finally:
+                    self._updating = False
+                self.seed = self.view.seeds[0]
+        self.page = min(self.page, self.pages - 1)
+        self._render()
+
+    def _render(self) -> None:
+        counts: dict[str, int] = {}
+        for record in self.records:
+            counts[record.outcome] = counts.get(record.outcome, 0) + 1
+        tally = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
+        self.title.value = (f"<h3 style='margin:4px 0'>{html.escape(self.experiment)}</h3><span style='color:#555'>"
+                            f"{len(self.records)} runs ({html.escape(tally or 'none')}) in "
+                            f"<code>{html.escape(self.tracker.display_uri)}</code></span>")
+        if self.view is None:
+            self.grid_box.children = (w.HTML("<p><i>No runs in this experiment yet: run it first "
+                                             "(<code>workbench run SPEC</code>).</i></p>"),)
+            self.tiles = {}
+            self.pager.layout.display = "none"
+            return
+        view = self.view
+        rows = self.visible_rows
+        box, self.tiles = grid_widget(view, rows, self.thumbnails.thumbnail, size=self.tile_size,
+                                      on_select=self.open_detail)
+        self.grid_box.children = (box,)
+        held = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in view.fixed.items())
+        shown = sum(1 for key in self.visible_cells if view.cell(*key).status == "FINISHED")
+        notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in view.notes)
+        self.summary.value = (f"<span style='color:#555'>{len(view.row_levels)} × {len(view.col_levels)}"
+                              f"{f' × {len(view.seeds)} seeds' if len(view.seeds) > 1 else ''}; {shown} images on "
+                              f"this page{f'; held: {held}' if held else ''}{notes}</span>")
+        self.pager.layout.display = None if self.pages > 1 else "none"
+        first = self.page * self.rows_per_page + 1
+        self.page_label.value = (f"page {self.page + 1} of {self.pages} (rows {first}–{first + len(rows) - 1} of "
+                                 f"{len(view.row_levels)})")
+        self.prev_button.disabled = self.page == 0
+        self.next_button.disabled = self.page >= self.pages - 1
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        shape = f"{len(self.view.row_levels)}x{len(self.view.col_levels)}" if self.view else "empty"
+        return (f"ComparisonGrid(experiment={self.experiment!r}, rows={self.rows!r}, cols={self.cols!r}, "
+                f"runs={len(self.records)}, grid={shape}, page={self.page + 1}/{self.pages})")
