@@ -171,3 +171,19 @@ def test_replicate_faults_in_a_sweep(fault, outcome, replicate_env: ReplicateSta
     failed = [r for r in Tracker(tracking_uri).records("faults") if r.status == "FAILED"]
     for record in failed:
         assert record.reason  # a clear reason on every failed run
+
+
+def test_revised_prompts_are_logged_with_their_difference(openai_env: OpenAIStandin, tracking_uri: str,
+                                                          tmp_path: Path) -> None:
+    spec = tmp_path / "revised.yaml"
+    spec.write_text(ONE_CELL.format(backend="openai", model="dall-e-3", options="{quality: standard}")
+                    .replace("seeds: [1, 2, 3]", "seeds: [1]"))
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+    assert summary.finished == 1
+    (record,) = Tracker(tracking_uri).records("faults")
+    assert 0.0 <= record.metrics["prompt_drift"] <= 1.0
+    client = MlflowClient(tracking_uri)
+    names = {a.path for a in client.list_artifacts(record.run_id)}
+    assert {"revised_prompt.txt", "prompt_diff.txt"} <= names
+    diff = Tracker(tracking_uri).load_bytes(record.run_id, "prompt_diff.txt").decode()
+    assert "a red fox in the snow" in diff and "drift" in diff

@@ -314,6 +314,10 @@ class Tracker:
                 pixels = np.asarray(result.image.convert("L"), dtype=np.float32)
                 metrics.update({"image_mean": float(pixels.mean()), "image_std": float(pixels.std()),
                                 "batch_size": result.batch_size, "batch_index": result.batch_index})
+                if result.revised_prompt is not None:  # how far the backend rewrote the prompt, sortable
+                    from .prompt_diff import diff_prompts
+
+                    metrics["prompt_drift"] = diff_prompts(request.prompt, result.revised_prompt).drift
             now = int(time.time() * 1000)
             self.client.log_batch(
                 run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
