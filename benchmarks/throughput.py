@@ -102,7 +102,7 @@ def bench_bare(pipe, requests) -> float:  # type: ignore[no-untyped-def]
     for (w, h, steps, guidance), members in groups.items():
         pipe([r.prompt for r in members], negative_prompt=[r.negative_prompt for r in members], width=w, height=h,
              num_inference_steps=steps, guidance_scale=guidance,
-             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in members]).images
+             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in members])
     return time.perf_counter() - start
 
 

@@ -6,47 +6,21 @@ Errors become exit codes here and only here: bad input (``UserInputError``) → 
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from .cli_common import err, handle_errors, out, tracking_option
 from .config import resolve_tracking_uri, workbench_home
-from .errors import UserInputError, WorkbenchError
-
-F = TypeVar("F", bound=Callable[..., Any])
-out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def handle_errors(func: F) -> F:
-    """Map the exception tree to exit codes, printing ``error: …`` on stderr."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserInputError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-            sys.exit(2)
-        except WorkbenchError as exc:
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-            sys.exit(1)
-    return wrapper  # type: ignore[return-value]
-
-
-tracking_option = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-                               help="MLflow tracking URI (default: the embedded SQLite store in the workbench home).")
-
+from .errors import UserInputError
 
 @click.group()
 @click.version_option(package_name="workbench")

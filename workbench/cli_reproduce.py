@@ -12,45 +12,17 @@ other failure.
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserInputError, WorkbenchError
+from .cli_common import err, handle_errors, out, tracking_option
 
 __all__ = ["inspect_command", "reproduce_command"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-# Self-contained (cli.py imports this module): the same consoles and error convention as cli.py.
-out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def handle_errors(func: F) -> F:
-    """``error: …`` on stderr; exit 2 for a ``UserInputError``, 1 for any other ``WorkbenchError``."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except UserInputError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            sys.exit(2)
-        except WorkbenchError as exc:
-            err.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
-            sys.exit(1)
-    return wrapper  # type: ignore[return-value]
-
-
-tracking_option = click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-                               help="MLflow tracking URI (default: the embedded SQLite store in the workbench home).")
 
 # Environment fields worth a glance, in this order (the JSON output has them all).
 _HIGHLIGHTS = ("backend", "device", "device_name", "dtype", "python", "torch", "diffusers", "transformers", "numpy",

@@ -10,9 +10,7 @@ The main CLI mounts it with ``cli.add_command(templates_group)``. Errors follow 
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,28 +20,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_common import handle_errors
 from .config import template_dirs
-from .errors import TemplateError, UserInputError, WorkbenchError
+from .errors import TemplateError, UserInputError
 from .templates import PromptTemplate, TemplateLibrary, TemplateVariable
 
-__all__ = ["templates_group", "exit_on_error", "parse_vars"]
+__all__ = ["templates_group", "parse_vars"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-
-
-def exit_on_error(fn: F) -> F:
-    """Print ``error: <message>`` to stderr and exit 2 (``UserInputError``) or 1 (other ``WorkbenchError``)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except WorkbenchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2 if isinstance(exc, UserInputError) else 1)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def parse_vars(pairs: Sequence[str], template: PromptTemplate) -> dict[str, Any]:
@@ -101,7 +86,7 @@ def templates_group() -> None:
 
 @templates_group.command("list")
 @_dir_option
-@exit_on_error
+@handle_errors
 def list_templates(dirs: tuple[Path, ...]) -> None:
     """A table of the templates: name, description, variables, version, tags."""
     library = _library(dirs)
@@ -134,7 +119,7 @@ def list_templates(dirs: tuple[Path, ...]) -> None:
 @templates_group.command("show")
 @click.argument("name")
 @_dir_option
-@exit_on_error
+@handle_errors
 def show_template(name: str, dirs: tuple[Path, ...]) -> None:
     """Everything about one template: variables, defaults, notes, negative prompt, body."""
     t = _library(dirs).get(name)
@@ -170,7 +155,7 @@ def show_template(name: str, dirs: tuple[Path, ...]) -> None:
               help="A template variable (repeatable); typed like its default.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: prompt, negative prompt, version, variables.")
 @_dir_option
-@exit_on_error
+@handle_errors
 def render_template(name: str, pairs: tuple[str, ...], as_json: bool, dirs: tuple[Path, ...]) -> None:
     """Render a template with its defaults and any --var overrides."""
     template = _library(dirs).get(name)
