@@ -81,6 +81,31 @@ def _run_name(result: GenerationResult) -> str:
     return f"{cell} · {rep}"[:250]
 
 
+def _fast_sqlite(client: MlflowClient) -> None:
+    """WAL journal and ``synchronous=NORMAL`` for a local SQLite store: 55 → 35 ms per image run.
+
+    Measured here (benchmarks/, docs/benchmarks.md). WAL stays consistent after a crash and lets readers
+    (the UI, a second sweep) work while a sweep writes; NORMAL may lose the last commits on power loss,
+    never corrupt the store, and keeps their order (a run is FINISHED only after its artifacts).
+    Reaches into MLflow's store for its engine; if that ever changes, the defaults simply stay.
+    """
+    try:
+        from sqlalchemy import event
+
+        engine = client._tracking_client.store.engine  # noqa: SLF001
+    except Exception:
+        return
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # pooled connections were opened before the listener: reopen them with it
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -125,6 +150,8 @@ class Tracker:
             if is_local_sqlite(self.uri):
                 Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             self._client = MlflowClient(tracking_uri=self.uri)
+            if is_local_sqlite(self.uri):
+                _fast_sqlite(self._client)
         return self._client
 
     @property
