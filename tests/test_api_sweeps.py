@@ -90,8 +90,13 @@ def test_auth_failure_stops_the_sweep_and_keeps_finished_images(openai_env: Open
 
 
 def test_no_api_key_reaches_the_store(openai_env: OpenAIStandin, replicate_env: ReplicateStandin, fake_backend,
-                                      tracking_uri: str, spec_path: Path, tmp_path: Path) -> None:
-    run_experiment(spec_path, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
+                                      tracking_uri: str, spec_path: Path, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    result = CliRunner().invoke(cli, ["run", str(spec_path), "--tracking-uri", tracking_uri, "--grids-dir",
+                                      str(tmp_path / "g")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    logs = result.output + caplog.text  # what a user sees, and what the libraries logged
+    assert "WORKBENCHFAKE" not in logs and len(logs) > 100
     store = Path(tracking_uri[len("sqlite:///"):]).parent
     client = MlflowClient(tracking_uri)
     secrets = [FAKE_OPENAI_KEY.encode(), FAKE_REPLICATE_TOKEN.encode(), b"WORKBENCHFAKE"]

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.standins import openai_env, openai_standin
 from workbench.runner import run_experiment
 from workbench.tracking import Tracker
+
+__all__ = ["openai_env", "openai_standin"]  # fixtures, used through request.getfixturevalue
 
 pytestmark = pytest.mark.slow
 
@@ -22,24 +25,31 @@ SPEC = """
 name: {name}
 prompt: a {{{{ colour }}}} square
 variables: {{colour: red}}
-backend: fake
-model: m
-params: {{width: 32, height: 32, steps: 2, guidance: 5}}
+backend: {backend}
+model: {model}
+params: {{width: {size}, height: {size}, steps: {steps}, guidance: 5}}
 seeds: [1, 2, 3, 4, 5, 6, 7, 8]
 vary:
   guidance: [2, 9]
 max_batch: 1
 """
+BACKENDS = {  # backend, model, size, steps
+    "fake": ("fake", "m", 32, 2),
+    "diffusers": ("diffusers", "embedded:tiny-sd", 32, 20),
+    "openai": ("openai", "gpt-image-1-mini", 1024, 4),
+}
 
 
-def write_spec(folder: Path, name: str) -> Path:
+def write_spec(folder: Path, name: str, backend: str = "fake") -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name))
+    name_, model, size, steps = BACKENDS[backend]
+    path.write_text(SPEC.format(name=name, backend=name_, model=model, size=size, steps=steps))
     return path
 
 
-def start_run(spec: Path, tracking_uri: str, delay_s: float, home: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "WORKBENCH_FAKE_DELAY_S": str(delay_s), "WORKBENCH_HOME": str(home)}
+def start_run(spec: Path, tracking_uri: str, delay_s: float, home: Path,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, "WORKBENCH_FAKE_DELAY_S": str(delay_s), "WORKBENCH_HOME": str(home), **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "workbench", "run", str(spec), "--tracking-uri", tracking_uri,
                              "--no-progress", "--grids-dir", str(spec.parent / "grids")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -68,10 +78,17 @@ def assert_complete_and_unique(tracking_uri: str, experiment: str, expected: int
         assert "image.png" in {a.path for a in client.list_artifacts(record.run_id)}
 
 
-def test_kill_9_mid_sweep_then_resume(tmp_path: Path, tracking_uri: str, workbench_home: Path) -> None:
-    spec = write_spec(tmp_path, "killed")
+@pytest.mark.parametrize("backend", ["fake", "diffusers", "openai"])
+def test_kill_9_mid_sweep_then_resume(backend: str, tmp_path: Path, tracking_uri: str, workbench_home: Path,
+                                      embedded_model: Path, request: pytest.FixtureRequest) -> None:
+    spec = write_spec(tmp_path, "killed", backend)
     tracker = Tracker(tracking_uri)
-    proc = start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home)
+    extra_env: dict[str, str] = {}
+    if backend == "openai":  # the real SDK against the loopback stand-in, each call slowed to 0.4 s
+        standin = request.getfixturevalue("openai_env")
+        standin.script({"fault": "slow", "seconds": 0.4, "times": 1000})
+        extra_env = {"OPENAI_API_KEY": os.environ["OPENAI_API_KEY"], "OPENAI_BASE_URL": standin.base_url}
+    proc = start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home, extra_env=extra_env)
     wait_for_finished(tracker, "killed", 4, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
@@ -81,6 +98,8 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path, tracking_uri: str, workben
     experiment_id = tracker.experiment_id("killed")
     assert client.search_runs([experiment_id], "attributes.status = 'RUNNING'")  # the dead run is left RUNNING
 
+    if backend == "openai":
+        standin.reset()  # calls at full speed again
     summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path / "g")
     assert summary.skipped == before and summary.finished == 24 - before and summary.ok
     assert_complete_and_unique(tracking_uri, "killed", 24)
