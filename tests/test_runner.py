@@ -251,3 +251,10 @@ def test_grid_over_templates_keeps_each_templates_negative_prompt(tracking_uri: 
     assert len([c for c in data.cells.values() if c.status == "FINISHED"]) == 6
     assert data.fixed.get("guidance") == "7.0" and "negative_prompt" not in data.fixed
     assert summary.grids and all(p.is_file() for p in summary.grids)
+
+
+def test_experiments_open_in_the_runs_view_of_the_mlflow_ui(tracking_uri: str, fake_backend, tmp_path: Path) -> None:
+    run_experiment(make_spec(vary={}), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    experiment = MlflowClient(tracking_uri).get_experiment_by_name("sweep")
+    # without it MLflow 3's UI shows the experiment as a GenAI (traces) project
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

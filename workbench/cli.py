@@ -133,8 +133,10 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     exe = _workbench_command()
     ui_hint = f"{exe} ui" if tracking_uri is None else f"{exe} ui --tracking-uri {summary.tracking_uri}"
     if summary.tracking_uri.startswith(("http://", "https://")):
-        ui_hint = f"open {summary.tracking_uri}"
-    out.print(f"open the MLflow UI: [bold]{ui_hint}[/]")
+        out.print(f"runs in the MLflow UI: {summary.tracking_uri.rstrip('/')}/#/experiments/{summary.experiment_id}/runs")
+    else:
+        out.print(f"open the MLflow UI: [bold]{ui_hint}[/], then http://127.0.0.1:5000/#/experiments/"
+                  f"{summary.experiment_id}/runs")
     if summary.skipped and not summary.logged:
         out.print("everything was already logged: nothing to generate.")
     if summary.spooled:

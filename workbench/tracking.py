@@ -38,6 +38,8 @@ IMAGE_ARTIFACT = "image.png"
 KIND_TAG = "workbench.kind"
 RUN_KEY_TAG = "workbench.run_key"
 MAX_PARAM = 6000  # MLflow's cap on a param value
+# MLflow 3's UI opens experiments without this tag in its GenAI (traces) view; ours are runs to compare.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def request_params(request: GenerationRequest) -> dict[str, str]:
@@ -188,6 +190,8 @@ class Tracker:
                 if experiment.lifecycle_stage == "deleted":
                     raise TrackingError(f"experiment '{name}' is deleted in {self.display_uri}; restore it "
                                         f"in the MLflow UI or choose another name with --experiment")
+                if create and EXPERIMENT_KIND_TAG not in experiment.tags:
+                    self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return str(experiment.experiment_id)
             if not create:
                 return None
@@ -198,7 +202,8 @@ class Tracker:
                     Path(self.uri[len("sqlite:///"):]).parent / "artifacts"
                 location = (root / name.replace("/", "_")).as_uri()
             try:
-                return str(self.client.create_experiment(name, artifact_location=location))
+                return str(self.client.create_experiment(name, artifact_location=location,
+                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
             except Exception:
                 # Another process created it meanwhile.
                 experiment = self.client.get_experiment_by_name(name)
