@@ -32,6 +32,8 @@ def cli() -> None:
       workbench templates list
       workbench plan experiments/quickstart.yaml
       workbench run experiments/quickstart.yaml
+      workbench grid quickstart --cols var.lighting -o lighting.png
+      workbench reproduce RUN_ID
       workbench ui
     """
 
