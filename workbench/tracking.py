@@ -317,8 +317,10 @@ class Tracker:
         self.client.log_artifact(run_id, str(path), artifact_dir)
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
-        for key, value in (tags or {}).items():
-            self.client.set_tag(run_id, key, value)
+        from mlflow.entities import RunTag
+
+        if tags:  # one transaction, not one per tag
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.client.set_terminated(run_id, status)
 
     def log_image_run(self, experiment_id: str, parent_run_id: str | None, result: GenerationResult,

@@ -1,0 +1,47 @@
+"""The plan: counts, what is already done, time from logged history, validation at plan time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import UnsupportedRequestError
+from workbench.experiment import parse_spec
+from workbench.plan import make_plan
+from workbench.runner import run_experiment
+from workbench.tracking import Tracker
+
+
+def spec(**changes):  # type: ignore[no-untyped-def]
+    data = {"name": "planned", "prompt": "a {{ colour }} circle", "variables": {"colour": "red"},
+            "backend": "fake", "model": "m", "params": {"width": 32, "height": 32, "steps": 4, "guidance": 5},
+            "seeds": [1, 2, 3], "vary": {"guidance": [2, 9], "var.colour": ["blue"]}}
+    data.update(changes)
+    return parse_spec(data)
+
+
+def test_plan_counts_cells_and_batches(fake_backend) -> None:
+    plan = make_plan(spec())
+    assert [(r.group, r.label, r.images) for r in plan.rows] == [
+        ("base", "base", 3), ("guidance", "guidance=2", 3), ("guidance", "guidance=9", 3),
+        ("var.colour", "var.colour=blue", 3)]
+    assert plan.total_images == 12 and len(plan.todo) == 12 and plan.est_cost == 0.0
+    # base and blue share one batch key (only the prompt differs); each guidance level is its own
+    assert sorted(len(b) for b in plan.batches) == [3, 3, 6]
+    assert plan.to_dict()["to_run"] == 12
+
+
+def test_plan_marks_what_is_logged_and_times_from_history(fake_backend, tracking_uri: str, tmp_path: Path) -> None:
+    run_experiment(spec(seeds=[1, 2]), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    tracker = Tracker(tracking_uri)
+    plan = make_plan(spec(), tracker=tracker)
+    assert len(plan.done) == 8 and len(plan.todo) == 4
+    assert [r.done for r in plan.rows] == [2, 2, 2, 2]
+    logged = [r.metrics["latency_s"] for r in tracker.records("planned")]
+    assert plan.est_seconds is not None and plan.est_seconds <= 4 * max(logged) + 1e-9
+
+
+def test_a_request_the_backend_cannot_take_fails_at_plan_time_naming_the_cell(fake_backend) -> None:
+    with pytest.raises(UnsupportedRequestError, match=r"multiples of 8, got 33x32 \(in size=33x32 of spec"):
+        make_plan(spec(vary={"size": ["33x32"]}))
