@@ -63,5 +63,11 @@ bench-cpu: install
 bench-gpu: install
 	$(PY) benchmarks/throughput.py --device cuda
 
+# Train the shapes demo model on a CUDA machine (docs/demo-model.md). No `install` prerequisite: the GPU
+# machine has no network, so point PY at its Python, e.g. `make train-demo-model PY=python3 ARGS="--steps 6000"`.
+.PHONY: train-demo-model
+train-demo-model:
+	$(PY) -m workbench.shapes.train --out models/shapes-demo --device cuda --seed 0 $(ARGS)
+
 clean:
 	rm -rf $(VENV) .workbench .pytest_cache

@@ -1,0 +1,13 @@
+"""The shapes visual language: a procedural dataset, an adherence scorer and a demo-model trainer.
+
+- ``workbench.shapes.dataset``: drawn 64×64 shapes, their caption grammar, ``parse_prompt``, ``HELD_OUT``.
+- ``workbench.shapes.scorer``: pixel-check adherence scores (colour, shape, size, position, background).
+- ``workbench.shapes.train``: ``python -m workbench.shapes.train --out DIR`` trains a diffusers pipeline.
+
+Importing this package needs numpy and PIL only; ``train`` imports torch and diffusers.
+"""
+
+from .dataset import HELD_OUT, caption, held_out_attrs, parse_prompt, sample
+from .scorer import analyse, score, score_many
+
+__all__ = ["HELD_OUT", "analyse", "caption", "held_out_attrs", "parse_prompt", "sample", "score", "score_many"]
