@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import err, handle_errors, out, tracking_option
@@ -96,7 +97,7 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
         out.print("cost by backend: " + ", ".join(f"{k} ${v:.2f}" for k, v in result.cost_by_backend().items()))
     for backend, params in result.uncontrolled.items():
         for param, why in params.items():
-            out.print(f"[yellow]note:[/] {backend} cannot hold '{param}': {why}")
+            out.print(f"[yellow]note:[/] {backend} cannot hold '{param}': {escape(why)}")
     out.print(f"{len(result.batches)} batch(es); store: {tracker.display_uri}. Nothing was generated.")
 
 
@@ -143,12 +144,12 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
         out.print("everything was already logged: nothing to generate.")
     if summary.spooled:
         err.print(f"[yellow]{len(summary.spooled)} finished image(s) could not be logged and were saved in "
-                  f"{summary.spool_dir}; the next `workbench run {spec}` uploads them.[/]")
+                  f"{escape(str(summary.spool_dir))}; the next `workbench run {escape(str(spec))}` uploads them.[/]")
     for failure in summary.log_failures:
-        err.print(f"[red]not logged:[/] {failure.run_key}: {failure.error}")
+        err.print(f"[red]not logged:[/] {failure.run_key}: {escape(str(failure.error))}")
     if summary.stopped:
-        err.print(f"[bold red]stopped:[/] {summary.stopped}")
-        err.print(f"resume with: workbench run {spec}")
+        err.print(f"[bold red]stopped:[/] {escape(summary.stopped)}")
+        err.print(f"resume with: workbench run {escape(str(spec))}")
     if not summary.ok:
         sys.exit(1)
 
