@@ -90,11 +90,14 @@ def load_entry(folder: Path) -> tuple[GenerationResult, str, str | None]:
 def upload_spool(tracker: Any) -> int:
     """Log every spooled entry of ``tracker``'s store (skipping ones already FINISHED); returns how many."""
     uploaded = 0
+    finished: dict[str, set[str]] = {}  # experiment → finished run keys, searched once per experiment
     for folder in pending(tracker.uri):
         result, experiment, parent = load_entry(folder)
         experiment_id = tracker.experiment_id(experiment)
-        if result.request.run_key not in tracker.finished_keys(experiment):
+        done = finished.setdefault(experiment, set(tracker.finished_keys(experiment)))
+        if result.request.run_key not in done:
             tracker.log_image_run(experiment_id, parent, result, extra_tags={"workbench.spooled": "true"})
+            done.add(result.request.run_key)
             uploaded += 1
         shutil.rmtree(folder)
     return uploaded

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-__all__ = ["Tracker", "BackgroundLogger", "LoggedRun", "IMAGE_ARTIFACT", "param_values", "request_params"]
+__all__ = ["Tracker", "BackgroundLogger", "LoggedRun", "IMAGE_ARTIFACT", "request_params"]
 
 IMAGE_ARTIFACT = "image.png"
 KIND_TAG = "workbench.kind"
@@ -58,10 +58,6 @@ def request_params(request: GenerationRequest) -> dict[str, str]:
             text = text[:MAX_PARAM - 40] + f"… [{len(text)} chars, see artifacts]"
         out[key] = text
     return out
-
-
-def param_values(result: GenerationResult) -> dict[str, str]:
-    return request_params(result.request)
 
 
 def _status_tags(result: GenerationResult) -> dict[str, str]:
@@ -355,7 +351,7 @@ class Tracker:
             now = int(time.time() * 1000)
             self.client.log_batch(
                 run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param(k, v) for k, v in param_values(result).items()],
+                params=[Param(k, v) for k, v in request_params(request).items()],
                 tags=[RunTag("workbench.run_id", run_id)])
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)

@@ -256,11 +256,12 @@ class DiffusersBackend(Backend):
         latency = (time.perf_counter() - start) / len(batch)
         arrays = output.images
         nsfw = getattr(output, "nsfw_content_detected", None) or [False] * len(batch)
+        # One fingerprint for the whole batch: its requests share model, options and scheduler (batch key).
+        batch_env = {**self.environment(first.model, first), "scheduler": type(pipe.scheduler).__name__,
+                     "scheduler_config": dict(pipe.scheduler.config), "batch_size": len(batch)}
         results: list[GenerationResult] = []
         for index, (request, array) in enumerate(zip(batch, arrays, strict=True)):
-            env = {**self.environment(request.model, request), "scheduler": type(pipe.scheduler).__name__,
-                   "scheduler_config": dict(pipe.scheduler.config), "batch_size": len(batch),
-                   "batch_index": index}
+            env = {**batch_env, "batch_index": index}
             if np.isnan(array).any():
                 results.append(GenerationFailure(
                     request, "the output contains NaN values (a black image); with fp16, try dtype bf16 "
