@@ -133,6 +133,11 @@ def test_two_sweeps_into_one_store_at_once(tmp_path: Path, tracking_uri: str, wo
     for proc in procs:
         output, _ = proc.communicate(timeout=180)
         assert proc.returncode == 0, output
+    client = MlflowClient(tracking_uri)
     for name in ("left", "right"):
         assert_complete_and_unique(tracking_uri, name, 24)
         assert {r.params["prompt"] for r in Tracker(tracking_uri).records(name)} == {"a red square"}
+        parent, = Tracker(tracking_uri).records(name, kind="parent")
+        logged = {a.path for a in client.list_artifacts(parent.run_id, "grids")}
+        assert logged == {"grids/grid-guidance.png"}, logged
+    assert not list((tmp_path / "grids").glob("*.tmp.png"))  # the writers' temp files are gone

@@ -258,3 +258,30 @@ def test_experiments_open_in_the_runs_view_of_the_mlflow_ui(tracking_uri: str, f
     experiment = MlflowClient(tracking_uri).get_experiment_by_name("sweep")
     # without it MLflow 3's UI shows the experiment as a GenAI (traces) project
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_grid_writers_never_collide_on_one_path(tmp_path: Path) -> None:
+    """Concurrent sweeps write grids of the same name: each writer has its own temp file, the last one wins."""
+    import threading
+
+    from workbench.grid import save_png_atomic
+
+    target = tmp_path / "grids" / "grid-seed.png"
+    errors: list[BaseException] = []
+
+    def write(colour: str) -> None:
+        try:
+            for _ in range(40):
+                save_png_atomic(Image.new("RGB", (64, 64), colour), target)
+        except BaseException as exc:  # reported below, with the colour that failed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(c,)) for c in ("red", "blue")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with Image.open(target) as image:
+        assert image.getpixel((0, 0)) in {(255, 0, 0), (0, 0, 255)}
+    assert [p.name for p in target.parent.iterdir()] == ["grid-seed.png"]

@@ -165,7 +165,7 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
     """Rebuild a labelled grid from what MLflow holds for EXPERIMENT (nothing is generated)."""
-    from .grid import grid_from_records
+    from .grid import grid_from_records, save_png_atomic
     from .tracking import Tracker
 
     fixed = {}
@@ -183,8 +183,7 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
     records = tracker.records(experiment)
     image, data = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=fixed,
                                     title=f"{experiment}: {cols} x {rows}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    image.save(output)
+    save_png_atomic(image, output)
     shown = sum(1 for c in data.cells.values() if c.image is not None)
     out.print(f"wrote {output} ({len(data.row_levels)} rows × {len(data.col_levels)} columns, {shown} images"
               + (f"; fixed: {', '.join(f'{k}={v}' for k, v in data.fixed.items())}" if data.fixed else "") + ")")

@@ -8,9 +8,12 @@ serves ``workbench run``, ``workbench grid`` and the notebook export.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
@@ -82,6 +85,21 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font: Any, max_lines
         lines = lines[:max_lines]
         lines[-1] = lines[-1][: max(1, len(lines[-1]) - 1)] + "…"
     return "\n".join(lines)
+
+
+def save_png_atomic(image: Image.Image, path: Path) -> Path:
+    """Write a PNG so readers never see half a file; concurrent writers each use their own temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            image.save(handle, format="PNG")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def render_grid(data: GridData, *, cell_size: int | None = None, pad: int = 6) -> Image.Image:

@@ -23,7 +23,7 @@ import yaml
 from .config import workbench_home
 from .errors import BackendError, BudgetError, OutOfMemoryError, TrackingError, WorkbenchError
 from .experiment import ExperimentSpec, load_spec
-from .grid import grid_from_records, varying_keys
+from .grid import grid_from_records, save_png_atomic, varying_keys
 from .hashing import canonical_json, content_hash
 from .plan import Plan, make_plan
 from .tracking import BackgroundLogger, LoggedRun, Tracker, request_params
@@ -313,11 +313,9 @@ def _write_grids(plan: Plan, tracker: Tracker, parent: str, grids_dir: Path | No
         title = f"{plan.experiment}: {cols} x {rows}"
         image, _ = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=where, title=title,
                                      base=base)
-        path = folder / f"grid-{_safe(name)}.png"
-        tmp = path.with_suffix(".tmp.png")
-        image.save(tmp)
-        tmp.replace(path)  # never a half-written grid on disk
-        tracker.log_file(parent, path, "grids")
+        path = save_png_atomic(image, folder / f"grid-{_safe(name)}.png")
+        # Log this sweep's own bytes: a concurrent sweep of the same experiment may replace `path` next.
+        tracker.log_png(parent, image, f"grids/{path.name}")
         written.append(path)
     return written
 

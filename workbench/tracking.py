@@ -312,6 +312,14 @@ class Tracker:
     def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_dir)
 
+    def log_png(self, run_id: str, image: Image.Image, artifact: str) -> None:
+        """Log an in-memory image as ``artifact`` (e.g. ``grids/grid-seed.png``) from a private temp file."""
+        folder, _, name = artifact.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            image.save(path, format="PNG")
+            self.client.log_artifact(run_id, str(path), folder or None)
+
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
         from mlflow.entities import RunTag
 

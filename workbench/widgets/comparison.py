@@ -24,7 +24,7 @@ import ipywidgets as w
 
 from ..config import workbench_home
 from ..errors import UserInputError
-from ..grid import GridData, render_grid
+from ..grid import GridData, render_grid, save_png_atomic
 from ..tracking import KIND_TAG, Tracker
 from ..types import RunRecord
 from .detail import RunDetail, detail_panel, load_detail
@@ -260,14 +260,10 @@ class ComparisonGrid:
             held = "-".join(f"{k}={v}" for k, v in sorted(data.fixed.items()))[:80]
             name = f"notebook-{self.cols}-x-{self.rows}" + (f"-{held}" if held else "")
             path = workbench_home() / "grids" / _safe(self.experiment) / f"{_safe(name)}.png"
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.png")
-        image.save(tmp)
-        tmp.replace(path)
+        path = save_png_atomic(image, Path(path))
         parent = latest_parent_run(self.tracker, self.experiment) if log else None
         if parent is not None:
-            self.tracker.log_file(parent, path, "grids")
+            self.tracker.log_png(parent, image, f"grids/{path.name}")
         self.last_export = (path, parent)
         return path
 
