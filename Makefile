@@ -7,7 +7,7 @@ WB     := $(VENV)/bin/workbench
 # torch's CPU build is pinned (a plain `torch` pulls a multi-GB CUDA build).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-fast install install-test browser-deps embedded ui bench-cpu bench-gpu clean help
+.PHONY: demo test test-fast install install-test browser-deps postgres-deps embedded ui bench-cpu bench-gpu clean help
 
 help:
 	@echo "make demo       set up .venv, build the embedded model, run experiments/quickstart.yaml"
@@ -28,7 +28,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
-install-test: $(VENV)/.installed-test browser-deps
+install-test: $(VENV)/.installed-test browser-deps postgres-deps
 
 # Debian's Chromium for tests/test_browser.py: Playwright drives /usr/bin/chromium and never downloads a
 # browser of its own (that needs a network the machines here do not have).
@@ -37,6 +37,14 @@ browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  echo "installing Debian's chromium for the browser test"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
+
+# Debian's PostgreSQL server for the team tracking-server test (tests/test_team_server.py); the test starts
+# its own cluster on 127.0.0.1, so the Debian service is never started.
+postgres-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing Debian's postgresql for the team-server test"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
 embedded: install
