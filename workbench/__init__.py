@@ -17,6 +17,7 @@ from .grid import grid_from_records, render_grid
 from .hashing import canonical_json, run_key
 from .plan import Plan, make_plan
 from .reproduce import ReproductionReport, reproduce
+from .ray_executor import RayOptions
 from .runner import RunSummary, run_experiment
 from .tracking import Tracker
 from .types import GeneratedImage, GenerationFailure, GenerationRequest, RunRecord
@@ -27,7 +28,7 @@ __all__ = [
     "Backend", "Capabilities", "get_backend", "list_backends", "register_backend",
     "ExperimentSpec", "expand", "load_spec", "parse_spec",
     "grid_from_records", "render_grid", "canonical_json", "run_key",
-    "Plan", "make_plan", "RunSummary", "run_experiment", "Tracker", "reproduce", "ReproductionReport",
+    "Plan", "make_plan", "RunSummary", "run_experiment", "RayOptions", "Tracker", "reproduce", "ReproductionReport",
     "GeneratedImage", "GenerationFailure", "GenerationRequest", "RunRecord",
     *_errors_all,
 ]

@@ -110,16 +110,26 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
 @click.option("--grids-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write grid PNGs (default: <workbench home>/grids/<experiment>).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where batches run: this process, or Ray workers (one per GPU; docs/scale.md).")
+@click.option("--address", help="Ray cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); "
+                                "default: a local Ray started for this run.")
+@click.option("--workers", type=click.IntRange(min=1), help="Ray workers (default: one per GPU, else per CPU).")
 @handle_errors
 def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: float | None,
-        max_batch: int | None, grids_dir: Path | None, no_progress: bool) -> None:
+        max_batch: int | None, grids_dir: Path | None, no_progress: bool, executor: str, address: str | None,
+        workers: int | None) -> None:
     """Generate every image of SPEC not already logged, log each to MLflow, write the grids."""
+    from .ray_executor import RayOptions
     from .runner import run_experiment
 
+    if executor == "local" and (address or workers):
+        raise UserInputError("--address and --workers need --executor ray")
+    ray = RayOptions(address=address, workers=workers) if executor == "ray" else None
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: finished images are flushed, the run marked KILLED.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
-                             max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress)
+                             max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -129,6 +139,9 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
                             f"logged (skipped), {summary.failed} failed, {summary.blocked} blocked"
                   + (f", {summary.not_run} not run" if summary.not_run else ""))
     table.add_row("runs logged", f"{summary.logged} this run, in {summary.seconds:.1f} s")
+    if summary.worker_deaths:
+        table.add_row("ray workers", f"{summary.worker_deaths} died mid-sweep; their unfinished batches ran on "
+                                     f"other workers")
     table.add_row("store", summary.tracking_uri)
     for path in summary.grids:
         table.add_row("grid", str(path))

@@ -29,6 +29,8 @@ other ``WorkbenchError`` → 1.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "WorkbenchError",
     "UserInputError",
@@ -56,6 +58,17 @@ __all__ = [
 
 class WorkbenchError(Exception):
     """Base of every error the workbench raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable whatever a subclass's __init__ takes: Ray sends errors from its workers to the driver.
+        return _restore_error, (type(self), self.args, self.__dict__)
+
+
+def _restore_error(cls: type[WorkbenchError], args: tuple[Any, ...], state: dict[str, Any]) -> WorkbenchError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class UserInputError(WorkbenchError):

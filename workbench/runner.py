@@ -16,7 +16,7 @@ import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -26,6 +26,7 @@ from .experiment import ExperimentSpec, load_spec
 from .grid import grid_from_records, save_png_atomic, varying_keys
 from .hashing import canonical_json, content_hash
 from .plan import Plan, make_plan
+from .ray_executor import RayOptions
 from .tracking import BackgroundLogger, LoggedRun, Tracker, request_params
 from .types import GenerationFailure, GenerationRequest, GenerationResult
 
@@ -65,6 +66,7 @@ class RunSummary:
     grids: list[Path] = field(default_factory=list)
     retries: int = 0
     oom_splits: int = 0  # batches halved after running out of device memory
+    worker_deaths: int = 0  # Ray workers that died mid-sweep (their batches were retried elsewhere)
 
     @property
     def logged(self) -> int:
@@ -78,7 +80,8 @@ class RunSummary:
 def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | None = None,
                    experiment: str | None = None, max_cost: float | None = None, max_batch: int | None = None,
                    progress: bool = True, grids_dir: Path | None = None, make_grids: bool = True,
-                   retry: RetryPolicy | None = None, library: Any = None) -> RunSummary:
+                   retry: RetryPolicy | None = None, library: Any = None, ray: RayOptions | None = None
+                   ) -> RunSummary:
     """Run every image of ``spec`` that is not already logged, and log each one to MLflow.
 
     Example:
@@ -97,7 +100,7 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
         raise BudgetError(f"the plan is estimated at ${plan.est_cost:.2f}, over --max-cost ${max_cost:.2f}; "
                           f"reduce the sweep or raise the budget")
     return run_plan(plan, tracker, spec_text=spec_text, progress=progress, grids_dir=grids_dir,
-                    make_grids=make_grids, retry=retry)
+                    make_grids=make_grids, retry=retry, ray=ray)
 
 
 def recover(tracker: Tracker, experiment: str) -> tuple[int, int]:
@@ -111,19 +114,24 @@ def recover(tracker: Tracker, experiment: str) -> tuple[int, int]:
 
 
 def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, progress: bool = True,
-             grids_dir: Path | None = None, make_grids: bool = True, retry: RetryPolicy | None = None
-             ) -> RunSummary:
-    """Execute a plan made by ``make_plan`` (see ``run_experiment``)."""
+             grids_dir: Path | None = None, make_grids: bool = True, retry: RetryPolicy | None = None,
+             ray: RayOptions | None = None) -> RunSummary:
+    """Execute a plan made by ``make_plan`` (see ``run_experiment``); on a Ray cluster when ``ray`` is given."""
     retry = retry or RetryPolicy()
     started = time.perf_counter()
     for name, backend in plan.backends.items():
         backend.preflight({r.model for r in plan.todo if r.backend == name})
+    if ray is not None:
+        from .ray_executor import preflight
+
+        preflight(tracker, ray)
     experiment_id = tracker.experiment_id(plan.experiment)
     assert experiment_id is not None
     spec_dump = spec_text or yaml.safe_dump(plan.spec.model_dump(exclude_defaults=True), sort_keys=False)
     parent = tracker.start_parent(
         experiment_id, name=f"{plan.spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        tags={"workbench.spec": plan.spec.name, "workbench.spec_hash": content_hash(spec_dump)},
+        tags={"workbench.spec": plan.spec.name, "workbench.spec_hash": content_hash(spec_dump),
+              "workbench.executor": "local" if ray is None else f"ray ({ray.address or 'local cluster'})"},
         params={"backend": plan.spec.backend, "model": plan.spec.model, "template": plan.spec.template or "",
                 "seeds": len(plan.spec.seeds), "factors": ",".join(plan.spec.vary) or "(none)",
                 "images": plan.total_images, "skipped": len(plan.done)},
@@ -134,7 +142,12 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
     logger = BackgroundLogger(tracker, experiment_id, parent, experiment=plan.experiment)
     status, reason = "FINISHED", None
     try:
-        _execute(plan, logger, summary, retry, bar)
+        if ray is None:
+            _execute(plan, logger, summary, retry, bar)
+        else:
+            from .ray_executor import execute_on_ray
+
+            execute_on_ray(plan, tracker, experiment_id, parent, summary, retry, bar, ray)
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted (Ctrl-C): finished images were kept; run again to resume"
         summary.stopped = reason
@@ -144,8 +157,8 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
     finally:
         bar.close()
         logged = logger.close()  # flush: every finished image reaches the store (or the spool)
-        summary.spooled = [entry for entry in logged if entry.outcome == "SPOOLED"]
-        summary.log_failures = [entry for entry in logged if entry.outcome == "LOG_FAILED"]
+        summary.spooled += [entry for entry in logged if entry.outcome == "SPOOLED"]
+        summary.log_failures += [entry for entry in logged if entry.outcome == "LOG_FAILED"]
         summary.not_run = summary.planned - summary.skipped - summary.logged
         summary.seconds = time.perf_counter() - started
         if summary.spooled:
@@ -170,6 +183,15 @@ def _finish_parent(plan: Plan, tracker: Tracker, parent: str, summary: RunSummar
         **({"workbench.status_reason": reason} if reason else {})})
 
 
+def count_outcome(summary: RunSummary, status: str) -> None:
+    if status == "FINISHED":
+        summary.finished += 1
+    elif status == "BLOCKED":
+        summary.blocked += 1
+    else:
+        summary.failed += 1
+
+
 def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: RetryPolicy,
              bar: _Progress) -> None:
     by_backend: dict[str, list[list[GenerationRequest]]] = {}
@@ -179,12 +201,7 @@ def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: R
 
     def record(results: list[GenerationResult]) -> None:
         for result in results:
-            if result.status == "FINISHED":
-                summary.finished += 1
-            elif result.status == "BLOCKED":
-                summary.blocked += 1
-            else:
-                summary.failed += 1
+            count_outcome(summary, result.status)
             logger.submit(result)
         bar.advance(len(results), summary)
         if logger.store_failed.is_set():
@@ -195,7 +212,7 @@ def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: R
     for name, batches in by_backend.items():
         backend = plan.backends[name]
         workers = max(1, backend.capabilities(batches[0][0].model).concurrency)
-        call = lambda batch, b=backend: _generate_with_retry(b, batch, retry, summary, stop)  # noqa: E731
+        call = lambda batch, b=backend: generate_with_retry(b, batch, retry, summary, stop)  # noqa: E731
         if workers == 1:
             for batch in batches:  # the GPU path: no threads between us and the device
                 record(call(batch))
@@ -223,8 +240,15 @@ def _execute(plan: Plan, logger: BackgroundLogger, summary: RunSummary, retry: R
                 raise
 
 
-def _generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: RetryPolicy,
-                         summary: RunSummary, stop: threading.Event) -> list[GenerationResult]:
+class Counters(Protocol):
+    """Where retries and OOM splits are counted: the RunSummary, or a Ray worker's per-batch tally."""
+
+    retries: int
+    oom_splits: int
+
+
+def generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: RetryPolicy,
+                        summary: Counters, stop: threading.Event) -> list[GenerationResult]:
     """One batch, with bounded retries; out of memory halves the batch and goes on (recorded)."""
     try:
         return _generate_batch(backend, batch, retry, summary, stop)
@@ -235,14 +259,14 @@ def _generate_with_retry(backend: Any, batch: list[GenerationRequest], retry: Re
         summary.oom_splits += 1
         results = []
         for part in (batch[:half], batch[half:]):
-            for result in _generate_with_retry(backend, part, retry, summary, stop):
+            for result in generate_with_retry(backend, part, retry, summary, stop):
                 note = f"out of memory at batch size {len(batch)}; generated in a batch of {len(part)}"
                 results.append(dataclasses.replace(result, environment={**result.environment, "oom_split": note}))
         return results
 
 
 def _generate_batch(backend: Any, batch: list[GenerationRequest], retry: RetryPolicy,
-                    summary: RunSummary, stop: threading.Event) -> list[GenerationResult]:
+                    summary: Counters, stop: threading.Event) -> list[GenerationResult]:
     last: BackendError | None = None
     for attempt in range(retry.attempts):
         if stop.is_set():

@@ -2,6 +2,8 @@
 
 Each image is a smooth pattern whose colours come from SHA-256 of the request's run key, so the
 same request always gives the same pixels and different requests differ. No model, no I/O.
+The option ``fault`` injects failures for fault tests in other processes (Ray workers, the CLI):
+``auth`` raises a fatal AuthenticationError, ``error`` an unexpected RuntimeError.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from ..errors import AuthenticationError
 from ..types import GeneratedImage, GenerationRequest, GenerationResult
 from .base import Backend, Capabilities
 
@@ -54,6 +57,11 @@ class FakeBackend(Backend):
         if self.delay_s:
             time.sleep(self.delay_s)
         self.calls.append(len(batch))
+        faults = {r.options.get("fault") for r in batch}
+        if "auth" in faults:
+            raise AuthenticationError("the fake backend was asked to fail authentication (option fault=auth)")
+        if "error" in faults:
+            raise RuntimeError("the fake backend was asked to fail this batch (option fault=error)")
         images = [fake_image(r) for r in batch]
         latency = (time.perf_counter() - start) / max(len(batch), 1)
         return [GeneratedImage(request=r, image=img, latency_s=latency, batch_size=len(batch), batch_index=i,

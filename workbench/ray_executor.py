@@ -1,0 +1,318 @@
+"""Spread a plan's batches over a Ray cluster: one actor per GPU (or CPU slot), each loading its pipeline once.
+
+The driver (``runner.run_plan``) keeps what it keeps locally: the parent run, the one progress bar, the
+summary and the grids. The actors generate with the same retry and OOM rules as the local executor and
+log every image straight to the tracking store, returning one small outcome per image; images never
+travel through the driver. A worker that dies loses only its in-flight batches: the driver marks the
+runs it left half-written KILLED and sends the images it had not finished to another worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+from .config import is_local_sqlite
+from .errors import MissingDependencyError, UserInputError, WorkbenchError
+from .plan import Plan
+from .tracking import KIND_TAG, RUN_KEY_TAG, BackgroundLogger, LoggedRun, Tracker
+from .types import GenerationFailure, GenerationRequest
+
+__all__ = ["RayOptions", "BatchOutcome", "GenerationWorker", "preflight", "execute_on_ray", "WORKER_TAG"]
+
+WORKER_TAG = "workbench.worker"  # host:pid of the Ray worker that generated and logged an image run
+IN_FLIGHT_PER_WORKER = 2  # one batch on the device while the previous one is being logged
+# Forwarded to the workers: where models and stores are, API endpoints and keys, test knobs.
+FORWARDED_ENV = ("WORKBENCH_", "MLFLOW_", "OPENAI_", "REPLICATE_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to reach and use the cluster (``workbench run --executor ray``)."""
+
+    address: str | None = None  # None: start a local Ray for this run; "auto", "HOST:6379" or "ray://HOST:10001"
+    workers: int | None = None  # default: one per GPU when the cluster has GPUs, else one per CPU
+    gpus_per_worker: float | None = None  # default: 1 when the cluster has GPUs and the backend uses them
+    max_deaths_per_batch: int = 3  # a batch whose workers keep dying fails instead of looping forever
+
+
+@dataclass
+class BatchOutcome:
+    """What a worker sends back for one batch: a line per image, never the image."""
+
+    worker: str
+    logged: list[LoggedRun]
+    statuses: dict[str, str]  # run_key -> FINISHED / FAILED / BLOCKED
+    retries: int = 0
+    oom_splits: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Tally:  # runner.Counters for one batch on a worker
+    retries: int = 0
+    oom_splits: int = 0
+
+
+class GenerationWorker:
+    """A Ray actor's body: a backend (and its pipeline cache) loaded once, a tracker to the shared store."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, experiment: str,
+                 retry: Any) -> None:
+        self.tracker = Tracker(tracking_uri)
+        self.experiment_id, self.parent_run_id, self.experiment = experiment_id, parent_run_id, experiment
+        self.retry = retry
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._device = threading.Lock()  # one batch generates at a time; the other one logs
+        self._stop = threading.Event()
+
+    def where(self) -> str:
+        return self.name
+
+    def run_batch(self, batch: list[GenerationRequest]) -> BatchOutcome:
+        from .backends.registry import get_backend
+        from .runner import generate_with_retry
+
+        started = time.perf_counter()
+        tally = _Tally()
+        backend = get_backend(batch[0].backend)
+        with self._device:
+            results = generate_with_retry(backend, batch, self.retry, tally, self._stop)
+        # The batch is reported only once every image is in the store: a worker that dies before
+        # this return loses nothing the driver believes is safe.
+        logger = BackgroundLogger(self.tracker, self.experiment_id, self.parent_run_id, experiment=self.experiment,
+                                  extra_tags={WORKER_TAG: self.name})
+        for result in results:
+            logger.submit(result)
+        return BatchOutcome(worker=self.name, logged=logger.close(),
+                            statuses={r.request.run_key: r.status for r in results}, retries=tally.retries,
+                            oom_splits=tally.oom_splits, seconds=time.perf_counter() - started)
+
+
+@dataclass
+class _Slot:
+    """One actor and what the driver has sent it."""
+
+    actor: Any
+    name: str | None = None
+    in_flight: int = 0
+    dead: bool = False
+
+
+@dataclass
+class _Job:
+    batch: list[GenerationRequest]
+    deaths: int = 0  # how many workers died holding this batch
+    slot: _Slot | None = None
+
+
+@dataclass
+class _Driver:
+    """The dispatch loop: keep every worker busy, count outcomes, and recover from dead workers."""
+
+    plan: Plan
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    summary: Any  # runner.RunSummary
+    retry: Any
+    bar: Any
+    options: RayOptions
+    ray: Any
+    slots: list[_Slot] = field(default_factory=list)
+    pending: dict[Any, _Job] = field(default_factory=dict)
+    queue: deque[_Job] = field(default_factory=deque)
+    replacements: int = 0
+
+    def run(self) -> None:
+        self.queue.extend(_Job(batch) for batch in self.plan.batches)
+        workers, resources = self._sizing()
+        self._actor_class = self.ray.remote(**resources)(GenerationWorker)
+        self.slots = [self._start_worker() for _ in range(workers)]
+        try:
+            while self.queue or self.pending:
+                self._dispatch()
+                ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    self._collect(ref)
+        except BaseException:
+            self._drain()  # let in-flight batches finish and count them: they are in the store
+            raise
+        finally:
+            for slot in self.slots:
+                self.ray.kill(slot.actor, no_restart=True)
+
+    def _sizing(self) -> tuple[int, dict[str, float]]:
+        cluster = self.ray.cluster_resources()
+        uses_gpu = any(r.backend == "diffusers" for r in self.plan.todo)
+        gpus = self.options.gpus_per_worker
+        if gpus is None:
+            gpus = 1.0 if uses_gpu and cluster.get("GPU", 0) >= 1 else 0.0
+        if self.options.workers:
+            workers = self.options.workers
+        elif gpus:
+            workers = int(cluster.get("GPU", 0) // gpus)
+        else:
+            workers = int(cluster.get("CPU", 1))
+        workers = max(1, min(workers, len(self.plan.batches)))
+        return workers, {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": IN_FLIGHT_PER_WORKER}
+
+    def _start_worker(self) -> _Slot:
+        # The environment goes with each actor (not only with ray.init): a cluster started earlier gets it too.
+        actor = self._actor_class.options(runtime_env={"env_vars": _forwarded_env()}).remote(
+            self.tracker.uri, self.experiment_id, self.parent_run_id, self.plan.experiment, self.retry)
+        return _Slot(actor)
+
+    def _dispatch(self) -> None:
+        for slot in self.slots:
+            while self.queue and not slot.dead and slot.in_flight < IN_FLIGHT_PER_WORKER:
+                job = self.queue.popleft()
+                job.slot = slot
+                slot.in_flight += 1
+                self.pending[slot.actor.run_batch.remote(job.batch)] = job
+
+    def _collect(self, ref: Any) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        job = self.pending.pop(ref)
+        assert job.slot is not None
+        job.slot.in_flight -= 1
+        try:
+            outcome: BatchOutcome = self.ray.get(ref)
+        except RayActorError as exc:
+            self._worker_died(job, exc)
+            return
+        except RayTaskError as exc:  # a fatal backend or store error: stop the sweep, as locally
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, (WorkbenchError, KeyboardInterrupt)):
+                raise cause from None
+            self._record_failures(job.batch, f"Ray task failed: {str(exc).splitlines()[0][:300]}", "RayTaskError")
+            return
+        job.slot.name = outcome.worker
+        self._record(outcome)
+
+    def _record(self, outcome: BatchOutcome) -> None:
+        from .runner import count_outcome
+
+        for status in outcome.statuses.values():
+            count_outcome(self.summary, status)
+        self.summary.retries += outcome.retries
+        self.summary.oom_splits += outcome.oom_splits
+        self.summary.spooled += [e for e in outcome.logged if e.outcome == "SPOOLED"]
+        self.summary.log_failures += [e for e in outcome.logged if e.outcome == "LOG_FAILED"]
+        self.bar.advance(len(outcome.statuses), self.summary)
+
+    def _record_failures(self, batch: list[GenerationRequest], reason: str, error_type: str) -> None:
+        from .runner import count_outcome
+
+        logger = BackgroundLogger(self.tracker, self.experiment_id, self.parent_run_id,
+                                  experiment=self.plan.experiment)
+        for request in batch:
+            failure = GenerationFailure(request=request, reason=reason, error_type=error_type)
+            count_outcome(self.summary, failure.status)
+            logger.submit(failure)
+        self.summary.log_failures += [e for e in logger.close() if e.outcome == "LOG_FAILED"]
+        self.bar.advance(len(batch), self.summary)
+
+    def _worker_died(self, job: _Job, exc: Exception) -> None:
+        slot = job.slot
+        assert slot is not None
+        if not slot.dead:  # first news of this death: replace the worker
+            slot.dead = True
+            self.summary.worker_deaths += 1
+            self.replacements += 1
+            if self.replacements > 2 * len(self.slots) + 2:
+                raise WorkbenchError(f"Ray workers keep dying ({self.replacements} so far); the last one: "
+                                     f"{str(exc).splitlines()[0][:300]}. Check the worker logs (ray logs) "
+                                     f"for out-of-memory kills or import errors")
+            self.slots.append(self._start_worker())
+        done = self._reap(job)
+        self.summary.finished += len(done)
+        self.bar.advance(len(done), self.summary)
+        rest = [r for r in job.batch if r.run_key not in done]
+        if not rest:
+            return
+        job.deaths += 1
+        if job.deaths >= self.options.max_deaths_per_batch:
+            self._record_failures(rest, f"the Ray worker died {job.deaths} times while generating this batch "
+                                        f"({str(exc).splitlines()[0][:200]})", "WorkerDied")
+        else:
+            self.queue.appendleft(_Job(rest, job.deaths))  # retried first, on another worker
+
+    def _reap(self, job: _Job) -> set[str]:
+        """Mark KILLED the runs of this batch the dead worker left RUNNING; return the keys it did finish."""
+        keys = {r.run_key for r in job.batch}
+        client = self.tracker.client
+        runs = client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+                                  max_results=50000)
+        done = set()
+        for run in runs:
+            key = run.data.tags.get(RUN_KEY_TAG)
+            if key not in keys or run.data.tags.get(KIND_TAG) != "image":
+                continue
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "workbench.status_reason",
+                               "the Ray worker logging this run died before it finished; the image was "
+                               "generated again on another worker")
+                client.set_tag(run.info.run_id, "workbench.outcome", "KILLED")
+                client.set_terminated(run.info.run_id, "KILLED")
+            elif run.info.status == "FINISHED" and run.data.tags.get("workbench.outcome") == "FINISHED":
+                done.add(key)
+        return done
+
+    def _drain(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.pending and time.monotonic() < deadline:
+            ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            for ref in ready:
+                self.pending.pop(ref)
+                try:
+                    self._record(self.ray.get(ref))
+                except Exception:  # a dead or failed batch is not counted; the next run regenerates it
+                    pass
+
+
+def _forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+
+
+def preflight(tracker: Tracker, options: RayOptions) -> None:
+    """Fail before the parent run exists: Ray missing, or a remote cluster that cannot reach the store."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("ray", "ray") from exc
+    address = options.address
+    if address is None or not (is_local_sqlite(tracker.uri) or tracker.uri.startswith("file:")):
+        return
+    host = urlparse(address if "://" in address else f"ray://{address}").hostname or ""
+    if host not in ("127.0.0.1", "localhost", socket.gethostname(), ""):
+        # Workers on other machines cannot write to a SQLite file on this one.
+        raise UserInputError(f"the Ray cluster at {address} cannot write to the local store {tracker.display_uri}; "
+                             f"run a tracking server (docs/scale.md) and pass --tracking-uri http://HOST:PORT")
+
+
+def execute_on_ray(plan: Plan, tracker: Tracker, experiment_id: str, parent_run_id: str, summary: Any,
+                   retry: Any, bar: Any, options: RayOptions) -> None:
+    """Run ``plan.batches`` on Ray workers (see the module docstring); counts go into ``summary``."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        init: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
+        if options.address is None:
+            init.update(include_dashboard=False, num_cpus=os.cpu_count() or 1)
+        else:
+            init["address"] = options.address
+        ray.init(**init)
+    try:
+        _Driver(plan, tracker, experiment_id, parent_run_id, summary, retry, bar, options, ray).run()
+    finally:
+        if started_here:
+            ray.shutdown()
