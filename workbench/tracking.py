@@ -140,6 +140,8 @@ class Tracker:
             # our own writer retries and then spools, so keep these short unless the user set them.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+            # Against a server, set_terminated prints "View run ... at" per image (and spends a runs/get on it).
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             from mlflow.tracking import MlflowClient
 
             # "Creating initial MLflow database tables..." and friends are noise in a CLI.
