@@ -61,6 +61,7 @@ def template_dirs() -> list[Path]:
     """Template library folders: ``$WORKBENCH_TEMPLATES`` (os.pathsep-separated) then the built-ins."""
     dirs = [Path(p).expanduser().resolve() for p in os.environ.get("WORKBENCH_TEMPLATES", "").split(os.pathsep)
             if p]
-    builtin = PROJECT_DIR / "templates" if _in_checkout() else PACKAGE_DIR / "templates"
+    # A wheel carries the checkout's templates/ as workbench/templates_builtin (see pyproject.toml).
+    builtin = PROJECT_DIR / "templates" if _in_checkout() else PACKAGE_DIR / "templates_builtin"
     dirs.append(builtin)
     return dirs

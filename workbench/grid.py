@@ -22,7 +22,7 @@ from .errors import UserInputError
 from .types import RunRecord
 
 __all__ = ["GridCell", "GridData", "render_grid", "pivot_records", "grid_from_records", "varying_keys",
-           "sort_levels"]
+           "sort_levels", "axis_value"]
 
 # Params that identify a run rather than describe a condition: never grid axes or filters.
 _IDENTITY = {"run_key", "prompt", "template_version", "replicate", "seed"}
@@ -193,7 +193,9 @@ def varying_keys(records: Sequence[RunRecord]) -> list[str]:
     return sorted(keys)
 
 
-def _axis_value(record: RunRecord, key: str) -> str:
+def axis_value(record: RunRecord, key: str) -> str:
+    """The label of ``record``'s level on axis ``key`` ("seed 7", or "replicate 2" where seeds are not
+    controlled)."""
     if key == "seed":
         seed = record.params.get("seed", "")
         if seed in ("", "not controlled"):
@@ -231,7 +233,7 @@ def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
     cells: dict[tuple[str, str], GridCell] = {}
     picked: dict[tuple[str, str], RunRecord] = {}
     for record in chosen:  # oldest first, so later runs overwrite earlier ones
-        key = (_axis_value(record, rows), _axis_value(record, cols))
+        key = (axis_value(record, rows), axis_value(record, cols))
         previous = picked.get(key)
         if previous is not None and previous.outcome == "FINISHED" and record.outcome != "FINISHED":
             continue  # a finished image beats a later failed attempt
@@ -253,7 +255,7 @@ def _follows(records: Sequence[RunRecord], key: str, axis: str) -> bool:
     """True when ``key`` takes one value per level of ``axis`` (it changes only together with it)."""
     seen: dict[str, str | None] = {}
     for record in records:
-        level, value = _axis_value(record, axis), record.params.get(key)
+        level, value = axis_value(record, axis), record.params.get(key)
         if seen.setdefault(level, value) != value:
             return False
     return len(seen) > 1

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UserInputError
-from ..grid import GridCell, GridData, _axis_value, pivot_records, sort_levels, varying_keys
+from ..grid import GridCell, GridData, axis_value, pivot_records, sort_levels, varying_keys
 from ..types import RunRecord
 
 __all__ = ["SEED", "SIDE_BY_SIDE", "PAGED", "GridView", "Filter", "axis_options", "default_cols", "filters_for",
@@ -36,7 +36,7 @@ PAGED = "one at a time"
 
 def seed_label(record: RunRecord) -> str:
     """``seed 3``, or ``replicate 2`` where the backend does not honour seeds (same labels as the PNG grid)."""
-    return _axis_value(record, SEED)
+    return axis_value(record, SEED)
 
 
 def axis_options(records: Sequence[RunRecord]) -> list[str]:
@@ -220,4 +220,4 @@ def _sorted_seeds(labels: set[str]) -> list[str]:
 def _all_levels(records: Sequence[RunRecord], axis: str) -> list[str]:
     if axis == SEED:
         return seed_levels(records)
-    return sort_levels([_axis_value(r, axis) for r in records])
+    return sort_levels([axis_value(r, axis) for r in records])
