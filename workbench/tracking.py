@@ -333,6 +333,7 @@ class Tracker:
                       *, extra_tags: Mapping[str, str] | None = None) -> str:
         """Write one image run completely (params, tags, metrics, artifacts), then terminate it."""
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         request = result.request
         tags = {KIND_TAG: "image", RUN_KEY_TAG: request.run_key, "workbench.backend": request.backend,
@@ -366,7 +367,9 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
                 self._write_artifacts(folder, result, run_id, experiment_id)
-                self.client.log_artifacts(run_id, str(folder))
+                # The repository from the run we just created: client.log_artifacts would fetch the run
+                # again to learn its artifact URI, one more round trip per image on a remote server.
+                get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri).log_artifacts(str(folder))
             self.client.set_terminated(run_id, "FINISHED" if isinstance(result, GeneratedImage) else "FAILED")
         except BaseException:
             try:
