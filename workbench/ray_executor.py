@@ -66,6 +66,7 @@ class GenerationWorker:
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, experiment: str,
                  retry: Any) -> None:
         self.tracker = Tracker(tracking_uri)
+        self.tracker.client  # noqa: B018  connect (and import MLflow) now, before two batches run at once
         self.experiment_id, self.parent_run_id, self.experiment = experiment_id, parent_run_id, experiment
         self.retry = retry
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -81,8 +82,8 @@ class GenerationWorker:
 
         started = time.perf_counter()
         tally = _Tally()
-        backend = get_backend(batch[0].backend)
-        with self._device:
+        with self._device:  # also guards the first import of a backend: never two threads at once
+            backend = get_backend(batch[0].backend)
             results = generate_with_retry(backend, batch, self.retry, tally, self._stop)
         # The batch is reported only once every image is in the store: a worker that dies before
         # this return loses nothing the driver believes is safe.

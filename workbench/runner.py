@@ -166,7 +166,8 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
 
             summary.spool_dir = spool_dir(tracker.uri)
         if summary.spooled or summary.log_failures:
-            summary.stopped = summary.stopped or "the tracking store stopped taking writes"
+            first = (summary.spooled + summary.log_failures)[0].error or "no error recorded"
+            summary.stopped = summary.stopped or f"the tracking store stopped taking writes (first error: {first})"
         else:
             _finish_parent(plan, tracker, parent, summary, status, reason, grids_dir, make_grids)
     return summary

@@ -129,30 +129,42 @@ class Tracker:
         self.uri = resolve_tracking_uri(tracking_uri)
         self._client: MlflowClient | None = None
         self._lock = threading.Lock()
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            import logging
-
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            # MLflow's defaults (7 retries, 120 s timeout) stall a sweep for many minutes on a dead server;
-            # our own writer retries and then spools, so keep these short unless the user set them.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-            # Against a server, set_terminated prints "View run ... at" per image (and spends a runs/get on it).
-            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-            from mlflow.tracking import MlflowClient
-
-            # "Creating initial MLflow database tables..." and friends are noise in a CLI.
-            logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-            if is_local_sqlite(self.uri):
-                Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(tracking_uri=self.uri)
-            if is_local_sqlite(self.uri):
-                _fast_sqlite(self._client)
+            with self._client_lock:  # logging threads may be the first to ask: one client, made once
+                if self._client is None:
+                    self._client = self._connect()
         return self._client
+
+    def _connect(self) -> MlflowClient:
+        import logging
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow's defaults (7 retries, 120 s timeout) stall a sweep for many minutes on a dead server;
+        # our own writer retries and then spools, so keep these short unless the user set them.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        # Against a server, set_terminated prints "View run ... at" per image (and spends a runs/get on it).
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        from mlflow.tracking import MlflowClient
+
+        # "Creating initial MLflow database tables..." and friends are noise in a CLI.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+        if is_local_sqlite(self.uri):
+            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        client = MlflowClient(tracking_uri=self.uri)
+        if is_local_sqlite(self.uri):
+            _fast_sqlite(client)
+        # What log_image_run imports, imported here, on one thread: two logging threads importing
+        # mlflow.entities at once can see it half-initialised ("cannot import name 'EvaluationDataset'").
+        import mlflow.entities  # noqa: F401
+        import mlflow.store.artifact.artifact_repository_registry  # noqa: F401
+
+        return client
 
     @property
     def display_uri(self) -> str:
