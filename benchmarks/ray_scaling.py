@@ -69,7 +69,10 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # A Ray of its own ("local"), even where `ray start` left one running; one CPU per worker, since
+    # workbench starts no more workers than the cluster holds (the simulated GPUs only sleep).
+    ray.init(address="local", num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     init_s = time.perf_counter() - started
     batches = -(-args.images // args.batch)
     rows = []

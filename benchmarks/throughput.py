@@ -111,6 +111,8 @@ def bench_naive(pipe, requests, folder: Path) -> float:  # type: ignore[no-untyp
     import torch
 
     mlflow.set_tracking_uri(fresh_store(folder))
+    # An explicit artifact folder: MLflow's default is ./mlruns under whatever the current directory is.
+    mlflow.create_experiment("naive", artifact_location=(folder / "naive-artifacts").as_uri())
     experiment = mlflow.set_experiment("naive")
     assert experiment
     start = time.perf_counter()

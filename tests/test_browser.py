@@ -4,11 +4,14 @@ The notebook is opened and run with JupyterLab's own menu (Run → Run All Cells
 quick start filled; the test then counts the images the grid widget drew, reads its row and column
 labels, clicks a cell (a round trip through the kernel) and saves screenshots under test-artifacts/.
 Chromium is Debian's (``make browser-deps``); Playwright drives it through ``executable_path`` and
-never downloads a browser of its own.
+never downloads a browser of its own. Without Chromium or Playwright the test is skipped, or failed
+when WORKBENCH_REQUIRE_BROWSER=1 (CI), so that a broken install cannot pass as a skip.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shutil
 from pathlib import Path
@@ -39,6 +42,24 @@ _KERNEL_READY = """() => {
 }"""
 
 
+def browser_missing() -> str | None:
+    """Why the browser test cannot run here, or None when Chromium and Playwright are both present."""
+    if CHROMIUM is None:
+        return "Chromium not found (/usr/bin/chromium): install Debian's 'chromium' (make browser-deps)"
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright is not installed: pip install -e '.[test]' (make install-test)"
+    return None
+
+
+def require_browser() -> None:
+    """Skip without a browser, or fail when WORKBENCH_REQUIRE_BROWSER=1 says it must be there."""
+    reason = browser_missing()
+    if reason:
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"WORKBENCH_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture
 def lab_root(tmp_path: Path) -> Path:
     root = tmp_path / "lab"
@@ -50,8 +71,7 @@ def lab_root(tmp_path: Path) -> Path:
 def test_compare_notebook_renders_the_grid_in_chromium(
         lab_root: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, embedded_model: Path,
         migrated_db: Path, session_home: Path) -> None:
-    if CHROMIUM is None:
-        pytest.skip("Chromium not found (/usr/bin/chromium): install Debian's 'chromium' (make browser-deps)")
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     store = quickstart_store(tmp_path_factory, migrated_db)
@@ -111,3 +131,13 @@ def test_compare_notebook_renders_the_grid_in_chromium(
             raise
         finally:
             browser.close()
+
+
+def test_a_missing_browser_is_a_failure_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "CHROMIUM", None)  # as on a machine without Debian's chromium
+    monkeypatch.setenv("WORKBENCH_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="WORKBENCH_REQUIRE_BROWSER=1 but Chromium not found"):
+        require_browser()
+    monkeypatch.delenv("WORKBENCH_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception, match="Chromium not found"):
+        require_browser()

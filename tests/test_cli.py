@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 
 
+def embedded_model_path() -> Path:
+    from workbench import embedded
+
+    return embedded.embedded_path("embedded:tiny-sd")
+
+
 def invoke(*args: str):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
@@ -43,6 +49,42 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     experiment = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([experiment.experiment_id], "tags.`workbench.kind` = 'image'")
     assert len(runs) == 15 and {r.data.params["template"] for r in runs} == {"photoreal"}
+    parent = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parent) == 1 and client.get_run(parent.pop()).data.tags["workbench.kind"] == "parent"
+    neon = next(r for r in runs if r.data.params.get("var.lighting") == "neon night" and r.data.params["seed"] == "2")
+    params, tags = neon.data.params, neon.data.tags
+    assert (params["guidance"], params["steps"], params["size"], params["model"]) == ("7.0", "12", "64x64",
+                                                                                      "embedded:tiny-sd")
+    assert len(params["template_version"]) == 16 and len(params["model_hash"]) == 16
+    assert tags["workbench.factor"] == "var.lighting" and tags["workbench.level"] == "neon night"
+    assert tags["workbench.run_key"] == params["run_key"] and tags["workbench.outcome"] == "FINISHED"
+    assert {"latency_s", "image_mean", "image_std", "batch_size", "batch_index"} <= set(neon.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(neon.info.run_id)}
+    assert {"image.png", "request.json", "prompt.txt", "negative_prompt.txt", "environment.json"} <= artifacts
+    # the logged PNG is the image a plain diffusers call gives for the same request, batch and seed
+    import numpy as np
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from workbench.tracking import Tracker
+
+    tracker = Tracker(uri)
+    batch = sorted((r for r in runs if r.data.tags["workbench.batch_id"] == tags["workbench.batch_id"]),
+                   key=lambda r: r.data.metrics["batch_index"])
+    requests = [json.loads(tracker.load_bytes(r.info.run_id, "request.json")) for r in batch]
+    plain = StableDiffusionPipeline.from_pretrained(str(embedded_model_path()))
+    plain.set_progress_bar_config(disable=True)
+    import diffusers
+
+    from workbench.schedulers import scheduler_spec
+
+    name, overrides = scheduler_spec(requests[0]["scheduler"])  # the template's dpm++_2m_karras
+    plain.scheduler = getattr(diffusers, name).from_config(plain.scheduler.config, **overrides)
+    images = plain([q["prompt"] for q in requests], negative_prompt=[q["negative_prompt"] for q in requests],
+                   num_inference_steps=12, guidance_scale=7.0, width=64, height=64,
+                   generator=[torch.Generator("cpu").manual_seed(q["seed"]) for q in requests]).images
+    for run, image in zip(batch, images, strict=True):
+        assert np.array_equal(np.asarray(tracker.load_image(run.info.run_id).convert("RGB")), np.asarray(image))
     again = invoke("run", QUICKSTART, "--tracking-uri", uri, "--grids-dir", grids, "--no-progress")
     assert again.exit_code == 0
     assert "0 generated, 15 already logged (skipped)" in again.output
@@ -66,8 +108,36 @@ def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_pat
     # one factor at a time: only the base row and the base column of guidance × lighting were run
     assert both.exit_code == 0, both.output
     assert "3 rows × 3 columns, 5 images" in both.output
+    # the grid PNG names the run in each cell; `inspect` and `reproduce` say so instead of "no metadata"
+    with Image.open(out) as saved:
+        cells = json.loads(saved.text["workbench-grid"])
+    assert cells["rows"] == "guidance" and cells["cols"] == "var.lighting" and cells["fixed"] == {"seed": "1"}
+    run_ids = {c["run_id"] for c in cells["cells"]}
+    assert len(run_ids) == 5 and run_ids <= {r.info.run_id for r in MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("quickstart").experiment_id])}
+    for command in ("inspect", "reproduce"):
+        told = invoke(command, out)
+        assert told.exit_code == 2 and "is a comparison grid" in told.output and next(iter(run_ids)) in told.output
     bad = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "nonsense", "-o", out)
     assert bad.exit_code == 2 and "'nonsense' is not a parameter" in bad.output
+    # neither axis on the seeds: the first seed is shown, and said so
+    held = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.lighting",
+                  "-o", out)
+    assert held.exit_code == 0 and "5 images" in held.output and "seed=1" in held.output, held.output
+    # --where as users type it (guidance=12 for 12.0); a key or value no run has is an error, not an empty grid
+    typed = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.lighting",
+                   "--where", "guidance=7", "-o", out)
+    assert typed.exit_code == 0 and "guidance=7.0" in typed.output, typed.output
+    for where, message in (("bogus=1", "'bogus' is not a parameter of these runs"),
+                           ("guidance=99", "no run has guidance=99; its values are: 2.0, 7.0, 12.0"),
+                           ("seed", "is not KEY=VALUE")):
+        result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.lighting", "--where", where,
+                        "-o", tmp_path / "never.png")
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "never.png").exists()
+    exclusive = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.lighting",
+                       "--where", "guidance=12", "--where", "var.lighting=neon night", "-o", out)
+    assert exclusive.exit_code == 2 and "all at once" in exclusive.output
     missing = invoke("grid", "nope", "--tracking-uri", uri, "--cols", "guidance", "-o", out)
     assert missing.exit_code == 2 and "no experiment 'nope'" in missing.output
 
@@ -92,6 +162,29 @@ def test_plan_is_a_table_and_generates_nothing(tracking_uri: str) -> None:
     ("name: x\nprompt: p\nmodel: embedded:tiny-sd\nseeds: [1]\nparams: {width: 100, height: 64}\n",
      "multiples of 8"),
     ("- just\n- a list\n", "must be a YAML mapping"),
+    ("just a string\n", "must be a YAML mapping"),
+    ("", "must be a YAML mapping"),
+    ("name: x\nprompt: '{{ oops'\nmodel: embedded:tiny-sd\nseeds: [1]\n", "line 1: Jinja2 syntax error"),
+    ("name: x\nprompt: 'a {{ colour }} cat'\nmodel: embedded:tiny-sd\nseeds: [1]\n", "'colour' is undefined"),
+    ("name: x\ntemplate: photoreal\nmodel: embedded:tiny-sd\nseeds: [1]\nvariables: {colour: red}\n",
+     "has no variable(s) ['colour']"),
+    ("name: x\ntemplate: photoreal\nmodel: embedded:tiny-sd\nseeds: [1]\nvary: {var.colour: [red]}\n",
+     "vary.var.colour: template 'photoreal' has no variable 'colour'"),
+    ("name: x\nprompt: p\nmodel: m\nseeds: [1]\nbackend: fake\nvary: {size: [64x64], width: [32]}\n",
+     "both change 'width', so one comparison would differ in two things"),
+    ("name: x\nprompt: p\nmodel: embedded:nosuch\nseeds: [1]\n", "unknown embedded model 'embedded:nosuch'"),
+    ("name: x\nprompt: p\nbackend: openai\nmodel: gpt-image-1.5\nseeds: [1]\nparams: {width: 100, height: 100}\n",
+     "cannot make 100x100 images; allowed sizes: 1024x1024"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1]\nvary: {guidance: []}\n", "no levels given"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1, 2, 3]\nmax_images: 5\nvary: {guidance: [1, 2]}\n",
+     "3 cells × 3 seeds = 9 images, over max_images=5"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1]\nvary: {steps: [2.5]}\n",
+     "at 'vary.steps': level 2.5 is not a positive whole number"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1]\ncolour: red\n", "at 'colour': unknown key"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1]\nvary: {option.../../evil: [1]}\n",
+     "is not a valid option name"),
+    ("name: x\nprompt: p\nmodel: m\nbackend: fake\nseeds: [1]\nbackend_options: {replicate: {deadline_s: 5}}\n",
+     "the spec never runs on backend 'replicate'"),
 ])
 def test_bad_input_exits_2_and_generates_nothing(spec: str, message: str, tmp_path: Path, tracking_uri: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -104,9 +197,33 @@ def test_bad_input_exits_2_and_generates_nothing(spec: str, message: str, tmp_pa
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
-def test_unreachable_store_is_a_clear_error_before_anything_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args, message", [
+    (["plan", QUICKSTART, "--tracking-uri", "foo"], "tracking URI 'foo' has no scheme"),
+    (["ui", "--tracking-uri", "foo"], "tracking URI 'foo' has no scheme"),
+    (["run", QUICKSTART, "--max-batch", "-3"], "-3 is not in the range x>=1"),
+    (["run", QUICKSTART, "--max-cost", "-1"], "-1.0 is not in the range x>=0"),
+])
+def test_bad_options_exit_2(args: list, message: str, tracking_uri: str) -> None:  # type: ignore[type-arg]
+    result = invoke(*args, *(["--tracking-uri", tracking_uri] if "--tracking-uri" not in args else []))
+    assert result.exit_code == 2 and message in result.output, result.output
+    client = MlflowClient(tracking_uri)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_ui_on_a_tracking_server_points_at_it() -> None:
+    result = invoke("ui", "--tracking-uri", "http://alice:secret@mlflow.team:5000")
+    assert result.exit_code == 0 and "http://mlflow.team:5000 is a tracking server" in result.output
+    assert "secret" not in result.output
+
+
+def test_unreachable_store_is_a_clear_error_before_anything_runs(tmp_path: Path, fake_backend) -> None:
     result = invoke("plan", QUICKSTART, "--tracking-uri", "http://127.0.0.1:9")
     assert result.exit_code == 1 and "cannot reach the MLflow tracking server at http://127.0.0.1:9" in result.output
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nprompt: a cat\nbackend: fake\nmodel: m\nseeds: [1, 2]\n")
+    result = invoke("run", spec, "--tracking-uri", "http://127.0.0.1:9")
+    assert result.exit_code == 1 and "cannot reach the MLflow tracking server" in result.output
+    assert fake_backend.calls == []  # nothing was generated
 
 
 def test_console_script_and_module_entry_points() -> None:

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,61 @@ def test_unknown_template_variable_in_spec() -> None:
         expand(s)
 
 
+@pytest.mark.parametrize("changes, message", [
+    # a typo in a varied variable names its own key, not 'variables'
+    ({"vary": {"var.lightning": ["a", "b"]}}, "vary.var.lightning: template 'photoreal' has no variable 'lightning'"),
+    # varying the template too: the typo is not silently dropped from every cell
+    ({"vary": {"template": ["concept_art"], "var.lightning": ["a"]}}, "vary.var.lightning: template 'photoreal'"),
+    ({"variables": {"subject": "a fox", "colour": "red"}, "vary": {"template": ["concept_art"]}},
+     "variables: template 'concept_art' or 'photoreal' has no variable(s) ['colour']"),
+    ({"grid": {"rows": {"factor": "var.lightning", "levels": ["a"]}, "cols": {"factor": "steps", "levels": [2]}}},
+     "grid.rows: template 'photoreal' has no variable 'lightning'"),
+])
+def test_template_variables_that_reach_no_template_are_refused(changes, message) -> None:  # type: ignore[no-untyped-def]
+    s = parse_spec({"name": "p", "template": "photoreal", "backend": "fake", "model": "m", "seeds": [1], **changes})
+    with pytest.raises(SpecError, match=re.escape(message)):
+        expand(s)
+
+
+def test_a_template_variable_crossed_with_the_template_axis_is_allowed() -> None:
+    s = parse_spec({"name": "p", "template": "photoreal", "backend": "fake", "model": "m", "seeds": [1],
+                    "grid": {"rows": {"factor": "template", "levels": ["photoreal", "concept_art"]},
+                             "cols": {"factor": "var.subject", "levels": ["a fox", "a barn"]}}})
+    assert len(expand(s)) == 5  # the base cell and the 2 × 2 grid: concept_art takes var.subject too
+
+
+def test_checks_across_keys_are_located_at_their_key() -> None:
+    with pytest.raises(SpecError, match=re.escape("at 'vary.steps': level 2.5 is not a positive whole number")):
+        spec(vary={"steps": [2.5]})
+    with pytest.raises(SpecError, match=re.escape("at 'vary': 'size' and 'width' both change 'width'")):
+        spec(vary={"size": ["64x64"], "width": [32]})
+
+
 def test_spec_round_trips_through_yaml(tmp_path: Path) -> None:
     s = spec(vary={"guidance": [2]})
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(s.model_dump(exclude_defaults=True)))
     assert [r.run_key for r in expand(load_spec(path))] == [r.run_key for r in expand(s)]
+
+
+def test_backend_options_apply_to_their_backend_only() -> None:
+    s = parse_spec({"name": "mixed", "prompt": "a fox", "backend": "fake", "model": "m", "seeds": [1],
+                    "options": {"shared": 1},
+                    "backend_options": {"openai": {"quality": "high"}, "fake": {"fault": "none"}},
+                    "vary": {"backend": ["openai:gpt-image-1-mini"], "option.shared": [2]}})
+    by_cell = {(r.backend, r.factor): dict(r.options) for r in expand(s)}
+    assert by_cell[("fake", None)] == {"shared": 1, "fault": "none"}
+    assert by_cell[("openai", "backend")] == {"shared": 1, "quality": "high"}
+    assert by_cell[("fake", "option.shared")] == {"shared": 2, "fault": "none"}
+    # crossed in a grid, the varied option wins on every backend
+    grid = parse_spec({**s.model_dump(exclude_defaults=True), "vary": {}, "grid": {
+        "rows": {"factor": "backend", "levels": ["openai:gpt-image-1-mini"]},
+        "cols": {"factor": "option.quality", "levels": ["low"]}}})
+    crossed = [r for r in expand(grid) if r.backend == "openai"]
+    assert [dict(r.options) for r in crossed] == [{"shared": 1, "quality": "low"}]
+
+
+def test_backend_options_for_a_backend_the_spec_never_uses_are_refused() -> None:
+    with pytest.raises(SpecError, match=re.escape("at 'backend_options.replicate': the spec never runs on "
+                                                  "backend 'replicate'; it runs on fake")):
+        spec(backend_options={"replicate": {"deadline_s": 5}})

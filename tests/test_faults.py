@@ -108,13 +108,15 @@ def test_kill_9_mid_sweep_then_resume(backend: str, tmp_path: Path, tracking_uri
     assert all("died before it finished" in r.data.tags["workbench.status_reason"] for r in killed)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_flushes_finished_work_and_marks_the_run(tmp_path: Path, tracking_uri: str,
-                                                        workbench_home: Path) -> None:
+                                                        workbench_home: Path, signum: int) -> None:
+    """Ctrl-C, and SIGTERM (what `kill`, systemd and schedulers send) handled the same way."""
     spec = write_spec(tmp_path, "interrupted")
     tracker = Tracker(tracking_uri)
     proc = start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home)
     wait_for_finished(tracker, "interrupted", 3, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, output
     assert "interrupted (Ctrl-C)" in output and "resume with: workbench run" in output

@@ -106,6 +106,28 @@ def test_a1111_round_trip_keeps_every_parameter_and_template() -> None:
     assert unseeded.seed is None and unseeded.backend == "openai"
 
 
+@pytest.mark.parametrize("backend, options, written", [
+    ("diffusers", {"clip_skip": 1}, "Clip skip: 2"),
+    ("diffusers", {"clip_skip": 2, "eta": 0.3, "dtype": "bf16"}, 'Clip skip: 3, Workbench options: "{'),
+    ("diffusers", {"clip_skip": 0}, "Workbench options: "),  # no A1111 equivalent of clip_skip 0
+    ("openai", {"quality": "high", "background": "transparent"}, "Workbench options: "),
+    ("replicate", {"deadline_s": 30, "go_fast": False}, "Workbench options: "),
+])
+def test_a1111_round_trip_keeps_backend_options(backend: str, options: dict, written: str) -> None:
+    original = req(backend=backend, options=options)
+    text = a1111_parameters(original)
+    assert written in text.splitlines()[-1]
+    rebuilt = request_from_a1111(parse_a1111_parameters(text))
+    assert dict(rebuilt.options) == options and rebuilt.run_key == original.run_key
+    assert not unused_a1111_keys(parse_a1111_parameters(text))
+
+
+def test_a1111_options_that_are_not_json_say_so() -> None:
+    text = "a cat\nSteps: 20, CFG scale: 7, Seed: 1, Size: 8x8, Model: m, Workbench options: {broken"
+    with pytest.raises(MetadataError, match="not a JSON object"):
+        request_from_a1111(parse_a1111_parameters(text))
+
+
 REAL_A1111 = (
     "masterpiece, best quality, (a lighthouse:1.2) on a cliff, golden hour, <lora:add_detail:0.6>\n"
     "Negative prompt: (worst quality, low quality:1.4), watermark\n"
@@ -266,10 +288,19 @@ def test_a_tampered_prompt_is_caught() -> None:
     message = str(info.value)
     assert "'a blue lighthouse'" in message and chunk["run_key"] in message and "0" * 32 in message
     assert read_png_metadata(tampered, verify=False).request().prompt == "a blue lighthouse"
-    # the environment is not part of the run key: editing it is not tampering with the request
+
+
+@pytest.mark.parametrize("field, value", [("run_id", "f" * 32), ("tracking_uri", "http://elsewhere:5000"),
+                                          ("environment", {"torch": "9.9"}), ("batch", {"size": 4, "index": 3})])
+def test_edits_outside_the_request_are_caught_by_the_digest(field: str, value: object) -> None:
+    data = png_for(req())
     chunk = json.loads(read_png_metadata(data).texts["workbench"])
-    chunk["environment"]["torch"] = "9.9"
-    assert read_png_metadata(rewrite_chunk(data, "workbench", canonical_json(chunk))).environment["torch"] == "9.9"
+    chunk[field] = value
+    with pytest.raises(MetadataError, match="digest does not match"):
+        read_png_metadata(rewrite_chunk(data, "workbench", canonical_json(chunk)))
+    # a file written before chunks carried a digest is still read, and checked by its run key
+    del chunk["digest"]
+    assert read_png_metadata(rewrite_chunk(data, "workbench", canonical_json(chunk)))._get(field) == value
 
 
 def test_public_uri_drops_credentials() -> None:

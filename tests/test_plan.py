@@ -45,3 +45,42 @@ def test_plan_marks_what_is_logged_and_times_from_history(fake_backend, tracking
 def test_a_request_the_backend_cannot_take_fails_at_plan_time_naming_the_cell(fake_backend) -> None:
     with pytest.raises(UnsupportedRequestError, match=r"multiples of 8, got 33x32 \(in size=33x32 of spec"):
         make_plan(spec(vary={"size": ["33x32"]}))
+
+
+def test_the_weights_are_part_of_the_run_key(embedded_model: Path, tracking_uri: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same folder name with other weights is another image: retraining in place regenerates."""
+    import shutil
+
+    from workbench import weights
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(embedded_model, folder)
+    local = parse_spec({"name": "weights", "prompt": "a red circle", "backend": "diffusers", "model": str(folder),
+                        "params": {"width": 64, "height": 64, "steps": 2}, "seeds": [1, 2]})
+    first = make_plan(local)
+    assert {r.model_hash for r in first.requests} == {weights.weights_hash(folder)}
+    summary = run_experiment(local, tracking_uri=tracking_uri, progress=False, make_grids=False)
+    assert summary.ok and summary.finished == 2
+    (record, _) = Tracker(tracking_uri).records("weights")
+    assert record.params["model_hash"] == weights.weights_hash(folder)
+
+    hashed: list[Path] = []
+    real = weights._content_hash
+    monkeypatch.setattr(weights, "_content_hash", lambda root, files: hashed.append(root) or real(root, files))
+    assert len(make_plan(local, tracker=Tracker(tracking_uri)).done) == 2
+    assert hashed == []  # unchanged files: the cached hash, no re-reading of the weights
+
+    weight_file = next(folder.rglob("*.safetensors"))
+    data = bytearray(weight_file.read_bytes())
+    data[-1] ^= 0xFF  # "retrained": one byte of the weights differs
+    weight_file.write_bytes(bytes(data))
+    after = make_plan(local, tracker=Tracker(tracking_uri))
+    assert hashed == [folder.resolve()]
+    assert len(after.done) == 0 and {r.model_hash for r in after.requests} != {record.params["model_hash"]}
+
+
+def test_api_and_hub_models_keep_their_name_as_identity(fake_backend) -> None:
+    plan = make_plan(spec())
+    assert {r.model_hash for r in plan.requests} == {None}
+    assert "model_hash" not in plan.requests[0].image_fields()

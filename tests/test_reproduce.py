@@ -26,7 +26,7 @@ from workbench.cli import cli
 from workbench.errors import MetadataError, UnknownBackendError, UserInputError
 from workbench.experiment import parse_spec
 from workbench.hashing import canonical_json
-from workbench.metadata import a1111_parameters, read_png_metadata
+from workbench.metadata import a1111_parameters, encode_png, read_png_metadata
 from workbench.reproduce import NotReproducibleError, UnknownRunError, compare_images, reproduce
 from workbench.runner import run_experiment
 from workbench.tracking import Tracker
@@ -146,6 +146,11 @@ def test_exact_batch_regenerates_the_whole_batch_in_one_call(tracking_uri: str, 
         if not alone.bit_exact:
             assert alone.verdict.startswith("differs: max diff 1, PSNR ")
             assert any("use --exact-batch" in note for note in alone.notes)
+        # the batch shape is reported, apart from the fields that name libraries and devices
+        assert alone.environment_diff == {} and alone.informational_diff["batch_size"] == (3, 1)
+        also = next(line for line in alone.to_text().splitlines() if line.startswith("  also differ:"))
+        assert "batch_size 3 → 1" in also
+        assert "environment:  the same libraries, device, dtype, model and scheduler" in alone.to_text()
         # the whole batch, in one call of 3, in the original order: bit-exact
         exact = reproduce(run_id, tracking_uri=tracking_uri, exact_batch=True, backend=backend, log=False)
         assert exact.bit_exact, exact.to_text()
@@ -156,8 +161,13 @@ def test_exact_batch_regenerates_the_whole_batch_in_one_call(tracking_uri: str, 
     png = download_png(tracking_uri, sweep[1], tmp_path)
     report = reproduce(png, tracking_uri=tracking_uri, exact_batch=True, backend=backend, log=False)
     assert backend.calls[-1] == 3 and report.bit_exact and report.batch_index == 1
+    # without --tracking-uri, the batch is looked up in the store the PNG names
+    named = reproduce(png, exact_batch=True, backend=backend, log=False)
+    assert named.bit_exact and any("the store the PNG names" in note for note in named.notes)
+    # a store that does not hold the run: the error names --tracking-uri
+    empty = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
     with pytest.raises(NotReproducibleError, match="pass --tracking-uri for the store it was logged to"):
-        reproduce(png, exact_batch=True, backend=backend, log=False)  # the default store does not hold it
+        reproduce(png, tracking_uri=empty, exact_batch=True, backend=backend, log=False)
 
 
 def test_a_changed_environment_field_is_reported(tracking_uri: str, singles: list[str], tmp_path: Path,
@@ -172,7 +182,9 @@ def test_a_changed_environment_field_is_reported(tracking_uri: str, singles: lis
     chunk = json.loads(read_png_metadata(png).texts["workbench"])
     chunk["environment"].update(dtype="float16", device="cuda")
     edited = tmp_path / "edited.png"
-    edited.write_bytes(rewrite_chunk(png.read_bytes(), "workbench", canonical_json(chunk)))
+    with Image.open(png) as made_elsewhere:  # written, with its digest, as the GPU machine would have
+        edited.write_bytes(encode_png(made_elsewhere, parameters=made_elsewhere.text["parameters"],
+                                      workbench=chunk))
     result = invoke("reproduce", edited, "--no-log")
     assert result.exit_code == 0, result.output
     assert "2 field(s) differ" in result.output
@@ -313,6 +325,18 @@ def test_cli_reproduce_prints_the_verdict_and_logs(tracking_uri: str, sweep: lis
     as_json = json.loads(invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--no-log", "--json",
                              "--exact-batch").output)
     assert as_json["bit_exact"] and as_json["reproduction_run_id"] is None
+
+
+def test_cli_reproduce_check_exits_1_unless_bit_exact(tracking_uri: str) -> None:
+    spec = parse_spec({"name": "check", "prompt": "a cat", "backend": "fake", "model": "m", "seeds": [1],
+                       "params": {"width": 16, "height": 16}})
+    summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, make_grids=False)
+    (record,) = Tracker(tracking_uri).records("check")
+    same = invoke("reproduce", record.run_id, "--tracking-uri", tracking_uri, "--no-log", "--check")
+    assert summary.ok and same.exit_code == 0 and "bit-exact" in same.output, same.output
+    other = invoke("reproduce", record.run_id, "--tracking-uri", tracking_uri, "--no-log", "--check",
+                   "--model", "another-model")
+    assert other.exit_code == 1 and "check failed: the reproduction differs" in other.output, other.output
 
 
 def a1111_png(path: Path, request: GenerationRequest, **extra: str) -> Path:

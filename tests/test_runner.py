@@ -149,6 +149,41 @@ def test_retryable_errors_are_retried_with_retry_after(tracking_uri: str, script
     assert (summary.finished, summary.retries) == (1, 2)
 
 
+def test_a_retry_after_longer_than_the_policy_waits_fails_those_runs(tracking_uri: str, scripted: ScriptedBackend,
+                                                                     tmp_path: Path) -> None:
+    scripted.fail_first = [RateLimitError("429 slow down", retry_after=120, request_id="req_123")]
+    summary = run_experiment(make_spec(backend="scripted", vary={}, seeds=[1, 2]), tracking_uri=tracking_uri,
+                             progress=False, grids_dir=tmp_path, retry=FAST_RETRY)
+    assert (summary.finished, summary.failed, summary.retries) == (1, 1, 0)  # no early retry; the sweep goes on
+    (failed,) = Tracker(tracking_uri).records("sweep", statuses=["FAILED"])
+    assert "the server asked to wait 120 s before retrying" in failed.reason and "run the spec again" in failed.reason
+    assert failed.tags["workbench.id.request_id"] == "req_123"  # the server's id of the refused call
+
+
+def test_an_unexpected_error_fails_the_parent_run_and_keeps_finished_work(
+        tracking_uri: str, fake_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench import runner
+
+    counted: list[str] = []
+
+    def count_then_crash(summary, status):  # type: ignore[no-untyped-def]
+        counted.append(status)
+        if len(counted) == 3:
+            raise RuntimeError("a bug in the orchestration")
+        summary.finished += 1
+
+    monkeypatch.setattr(runner, "count_outcome", count_then_crash)
+    with pytest.raises(RuntimeError, match="a bug in the orchestration"):
+        run_experiment(make_spec(vary={}, seeds=[1, 2, 3, 4], max_batch=1), tracking_uri=tracking_uri,
+                       progress=False, grids_dir=tmp_path)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("sweep").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`workbench.kind` = 'parent'")
+    assert parent.info.status == "FAILED"
+    assert "unexpected RuntimeError: a bug in the orchestration" in parent.data.tags["workbench.status_reason"]
+    assert len(Tracker(tracking_uri).records("sweep", statuses=["FINISHED"])) == 2
+
+
 def test_retries_are_bounded(tracking_uri: str, scripted: ScriptedBackend, tmp_path: Path) -> None:
     scripted.fail_first = [TransientBackendError("503")] * 5
     summary = run_experiment(make_spec(backend="scripted", vary={}, seeds=[1]), tracking_uri=tracking_uri,

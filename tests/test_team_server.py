@@ -3,7 +3,8 @@ sweep runs through the server, and the result is checked through MLflow's REST A
 MLflow client), on the server's disk and in PostgreSQL.
 
 Needs Debian's PostgreSQL (`make postgres-deps`): skipped where initdb is missing, failed instead when
-WORKBENCH_REQUIRE_POSTGRES=1 (CI). One server for the module: starting it is most of the time.
+WORKBENCH_REQUIRE_POSTGRES=1 (CI). One server for the module (starting it is most of the time), and one of
+its own for the test that stops it, so that the order of the tests does not matter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +86,9 @@ class TeamServer:
         return "\n".join(tails)
 
 
-@pytest.fixture(scope="module")
-def team_server() -> Iterator[TeamServer]:
+@contextmanager
+def started_team_server() -> Iterator[TeamServer]:
+    """A team server of its own (folder, ports) from deploy/team-server.sh, stopped and removed afterwards."""
     reason = initdb_missing()
     if reason:
         if os.environ.get("WORKBENCH_REQUIRE_POSTGRES") == "1":
@@ -115,6 +118,13 @@ def team_server() -> Iterator[TeamServer]:
             shutil.rmtree(folder, ignore_errors=True)
         else:  # keep the folder and its logs to look at
             print(f"deploy/team-server.sh stop failed; {folder} kept:\n{stopped.stdout}{stopped.stderr}")
+
+
+@pytest.fixture(scope="module")
+def team_server() -> Iterator[TeamServer]:
+    """One server for the module's tests that only use it (none of them stops it)."""
+    with started_team_server() as server:
+        yield server
 
 
 def api(server: TeamServer, path: str, body: dict[str, Any] | None = None, *,
@@ -253,14 +263,15 @@ def live_processes(*, pids: set[int] = frozenset(), group: int | None = None) ->
     return found
 
 
-def test_stop_ends_mlflow_and_postgres(team_server: TeamServer) -> None:
-    pid = int((team_server.folder / "run" / "mlflow.pid").read_text())
-    postmaster = int((team_server.folder / "pgdata" / "postmaster.pid").read_text().split()[0])
-    assert live_processes(pids={pid, postmaster}) == sorted({pid, postmaster})
-    assert len(live_processes(group=pid)) >= 3  # mlflow, the HTTP server (gunicorn) and its 2 workers
-    stopped = team_server.script("stop", timeout=120)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert live_processes(pids={pid, postmaster}) == []
-    assert live_processes(group=pid) == [], "HTTP server workers outlived `stop`"
-    status = team_server.script("status")
-    assert status.returncode == 1 and "mlflow: not running" in status.stdout
+def test_stop_ends_mlflow_and_postgres() -> None:
+    with started_team_server() as server:  # its own: stopping the module's server would break later tests
+        pid = int((server.folder / "run" / "mlflow.pid").read_text())
+        postmaster = int((server.folder / "pgdata" / "postmaster.pid").read_text().split()[0])
+        assert set(live_processes(pids={pid, postmaster})) == {pid, postmaster}
+        assert len(live_processes(group=pid)) >= 3  # mlflow, the HTTP server (gunicorn) and its 2 workers
+        stopped = server.script("stop", timeout=120)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert live_processes(pids={pid, postmaster}) == []
+        assert live_processes(group=pid) == [], "HTTP server workers outlived `stop`"
+        status = server.script("status")
+        assert status.returncode == 1 and "mlflow: not running" in status.stdout

@@ -136,6 +136,10 @@ def test_unknown_variable_is_refused_with_the_declared_list() -> None:
     msg = str(err.value)
     assert "photoreal" in msg and "'colour'" in msg and "subject" in msg and "time_of_day" in msg
     assert err.value.variable == "colour"
+    # the line: where the front matter's declarations start
+    first = min(v.line for v in LIBRARY.get("photoreal").variables.values())
+    lines = LIBRARY.get("photoreal").path.read_text().splitlines()
+    assert err.value.line == first and lines[first - 2].startswith("variables:")
 
 
 def test_missing_required_variable(tmp_path: Path) -> None:
@@ -154,6 +158,7 @@ def test_missing_required_variable(tmp_path: Path) -> None:
         t.render({"mood": "tense"})
     msg = str(err.value)
     assert "req" in msg and "'subject'" in msg and "required" in msg and "mood" in msg
+    assert err.value.line == 4 and "line 4:" in msg  # where "subject" is declared
     assert t.render({"subject": "a fox"}).prompt == "a fox, calm"
 
 

@@ -7,29 +7,27 @@ tests/test_notebooks.py runs them in a kernel and tests/test_browser.py in a rea
 
 from __future__ import annotations
 
+import html
 import io
-import sys
-import time
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
 import ipywidgets as w
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from workbench.backends import registry
 from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import UserInputError
 from workbench.experiment import parse_spec
-from workbench.grid import GridCell
+from workbench.grid import GridCell, grid_from_records
 from workbench.runner import run_experiment
 from workbench.templates import TemplateLibrary
 from workbench.tracking import Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult, RunRecord
 from workbench.widgets import ComparisonGrid, TemplateExplorer, build_view
-from workbench.widgets.detail import highlight_prompts, mlflow_link, reproduce_function
+from workbench.widgets.detail import highlight_prompts, mlflow_link
 from workbench.widgets.thumbnails import ThumbnailCache, to_thumbnail
 from workbench.widgets.tiles import status_tile_html, tile_widget
 from workbench.widgets.view import PAGED, SIDE_BY_SIDE
@@ -147,8 +145,7 @@ def test_axis_and_filter_controls_drive_the_view(shapes: str) -> None:
         ComparisonGrid("nope", shapes)
 
 
-def test_detail_panel_shows_everything_about_a_run(shapes: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "workbench.reproduce", None)  # no reproduce module: no button
+def test_detail_panel_shows_everything_about_a_run(shapes: str) -> None:
     grid = ComparisonGrid("shapes", shapes, cols="guidance")
     grid.tiles[("seed 1", "5.0", "")].children[1].click()  # what a click in the notebook does
     detail = grid.detail
@@ -161,12 +158,39 @@ def test_detail_panel_shows_everything_about_a_run(shapes: str, monkeypatch: pyt
         assert expected in text, expected
     assert '<mark class="wb-dropped">35mm lens</mark>' in text and '<mark class="wb-added">detailed</mark>' in text
     assert len(images_in(panel)) == 1
-    assert not [b for b in _buttons(panel) if b.description == "Reproduce"]
+    assert not next(b for b in _buttons(panel) if b.description == "Reproduce").disabled
     next(b for b in _buttons(panel) if b.description == "close").click()
     assert grid.detail is None and grid.detail_box.children == ()
     grid.tiles[("seed 1", "9.0", "")].children[1].click()
     assert grid.detail.record.outcome == "FAILED"
     assert "TransientBackendError: 503" in html_in(grid.detail_box) and not images_in(grid.detail_box)
+    reproduce = next(b for b in _buttons(grid.detail_box) if b.description == "Reproduce")
+    assert reproduce.disabled and "only runs that produced an image" in reproduce.tooltip  # nothing to compare
+
+
+def photo_spec(**changes):  # type: ignore[no-untyped-def]
+    data = {"name": "photo", "template": "photoreal", "backend": "fake", "model": "m",
+            "variables": {"subject": "a lighthouse on a cliff", "lighting": "overcast", "lens": "35mm"},
+            "params": {"width": 32, "height": 32, "steps": 4}, "seeds": [1, 2], "vary": {"var.lighting": ["neon night"]}}
+    data.update(changes)
+    return parse_spec(data)
+
+
+def test_detail_panel_shows_the_template_its_version_and_variables(
+        tracking_uri: str, fake_backend, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = run_experiment(photo_spec(), tracking_uri=tracking_uri, progress=False, make_grids=False)
+    assert summary.finished == 4
+    grid = ComparisonGrid("photo", tracking_uri, cols="var.lighting")
+    grid.tiles[("seed 2", "neon night", "")].children[1].click()
+    rendered = TemplateLibrary().render("photoreal", {"subject": "a lighthouse on a cliff", "lens": "35mm",
+                                                      "lighting": "neon night"})
+    text = html_in(grid.detail_box)
+    assert f"<p><b>photoreal</b> (version <code>{rendered.version}</code>)</p>" in text
+    assert "a literal prompt" not in text
+    template_section = text[text.index("<h4>Template</h4>"):text.index("<h4>Parameters</h4>")]
+    for name, value in (("subject", "a lighthouse on a cliff"), ("lighting", "neon night"), ("lens", "35mm")):
+        assert f"<th>{name}</th><td>{value}</td>" in template_section, (name, template_section)
+    assert html.escape(rendered.prompt) in text and html.escape(rendered.negative_prompt) in text
 
 
 def _buttons(widget: w.Widget) -> list[w.Button]:
@@ -174,29 +198,6 @@ def _buttons(widget: w.Widget) -> list[w.Button]:
     for child in getattr(widget, "children", ()):
         found += _buttons(child)
     return found
-
-
-def test_reproduce_button_only_when_reproduce_exists(shapes: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    module = types.ModuleType("workbench.reproduce")
-
-    def reproduce(run_id: str, tracking_uri: str | None = None) -> str:
-        calls.append((run_id, tracking_uri))
-        return "bit-exact: yes"
-
-    module.reproduce = reproduce  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "workbench.reproduce", module)
-    assert reproduce_function() is reproduce
-    grid = ComparisonGrid("shapes", shapes, cols="guidance")
-    run_id = grid.view.cell("seed 2", "2.0").run_id
-    grid.open_detail(run_id)
-    button = next(b for b in _buttons(grid.detail_box) if b.description == "Reproduce")
-    button.click()
-    assert calls == [(run_id, grid.tracking_uri)] and "bit-exact: yes" in html_in(grid.detail_box)
-    module.reproduce = lambda run_id: None  # type: ignore[attr-defined]  # no tracking_uri: not the contract
-    assert reproduce_function() is None
-    module.reproduce = "not callable"  # type: ignore[attr-defined]
-    assert reproduce_function() is None
 
 
 def test_mlflow_link_and_prompt_highlighting() -> None:
@@ -214,9 +215,16 @@ def test_mlflow_link_and_prompt_highlighting() -> None:
 def test_export_saves_the_view_and_logs_it_to_the_parent_run(shapes: str, tmp_path: Path) -> None:
     grid = ComparisonGrid("shapes", shapes, rows="var.colour", cols="guidance", seeds=PAGED)
     path = grid.export(tmp_path / "view.png")
-    with Image.open(path) as image:
-        assert image.width > 3 * 160 and image.height > 3 * 160
     tracker = Tracker(shapes)
+    # the renderer of `workbench grid` and `workbench run`, on the same runs: seed 1, guidance × colour
+    expected, data = grid_from_records(tracker.records("shapes"), "var.colour", "guidance",
+                                       load_image=tracker.load_image, where={"seed": "1"},
+                                       title="shapes: guidance x var.colour", base={"guidance": "5.0"})
+    assert data.row_levels == ["red", "blue", "green"] and data.col_levels == ["2.0", "5.0", "9.0"]
+    assert data.cells[("blue", "5.0")].status == "BLOCKED" and data.cells[("red", "9.0")].status == "FAILED"
+    with Image.open(path) as image:
+        assert image.size == expected.size
+        assert ImageChops.difference(image.convert("RGB"), expected.convert("RGB")).getbbox() is None
     parent = grid.last_export[1]
     assert parent is not None and tracker.client.get_run(parent).data.tags["workbench.kind"] == "parent"
     assert [a.path for a in tracker.client.list_artifacts(parent, "grids")][-1] == "grids/view.png"
@@ -224,6 +232,32 @@ def test_export_saves_the_view_and_logs_it_to_the_parent_run(shapes: str, tmp_pa
     assert "saved" in grid.export_status.value and parent in grid.export_status.value
     assert any(a.path.startswith("grids/notebook-guidance-x-var.colour") for a in
                tracker.client.list_artifacts(parent, "grids"))
+
+
+def test_export_logs_to_the_parent_run_of_the_runs_shown(tracking_uri: str, fake_backend,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    first = run_experiment(photo_spec(), tracking_uri=tracking_uri, progress=False, make_grids=False)
+    again = run_experiment(photo_spec(), tracking_uri=tracking_uri, progress=False, make_grids=False)
+    assert (first.finished, again.finished, again.skipped) == (4, 0, 4)  # the re-run generated nothing
+    assert again.parent_run_id != first.parent_run_id  # ...but it is the latest parent run
+    tracker = Tracker(tracking_uri)
+
+    def grids_of(parent: str) -> list[str]:
+        return [a.path for a in tracker.client.list_artifacts(parent, "grids")]
+
+    grid = ComparisonGrid("photo", tracking_uri, cols="var.lighting")
+    grid.export(tmp_path / "photo.png")
+    assert grid.last_export[1] == first.parent_run_id
+    assert "grids/photo.png" in grids_of(first.parent_run_id) and grids_of(again.parent_run_id) == []
+    # a third run adds seed 3: the view now holds runs of two parents, and the newer one gets the export
+    third = run_experiment(photo_spec(seeds=[1, 2, 3]), tracking_uri=tracking_uri, progress=False,
+                           make_grids=False)
+    assert third.finished == 2
+    grid.refresh()
+    grid.export(tmp_path / "three-seeds.png")
+    assert grid.last_export[1] == third.parent_run_id
+    assert grids_of(third.parent_run_id) == ["grids/three-seeds.png"]
+    assert grids_of(again.parent_run_id) == []
 
 
 class MemoryTracker:
@@ -254,9 +288,7 @@ def test_hundreds_of_runs_load_lazily_page_by_page() -> None:
                                                                       "steps": "4", "model": "m"}, {}, {}, "")
                for g in range(1, 21) for s in range(1, 26)]  # 500 runs: 20 levels × 25 seeds
     tracker = MemoryTracker(records)
-    started = time.perf_counter()
     grid = ComparisonGrid("big", tracker=tracker, cols="guidance", page_size=48)  # type: ignore[arg-type]
-    assert time.perf_counter() - started < 10
     assert len(grid.records) == 500 and len(grid.data.row_levels) == 25 and len(grid.data.col_levels) == 20
     assert (grid.rows_per_page, grid.pages) == (2, 13)
     assert grid.thumbnail_loads == 40 and len(images_in(grid.grid_box)) == 40
@@ -271,6 +303,43 @@ def test_hundreds_of_runs_load_lazily_page_by_page() -> None:
     assert grid.visible_rows == ["seed 25"] and grid.thumbnail_loads == 100
     grid.set_axes(rows="guidance", cols="seed")  # 20 rows of 25: one row per page (page_size 48)
     assert grid.pages == 20 and grid.page == 0 and grid.thumbnail_loads == 100 + 20  # seeds 1-4 and 25 were cached
+
+
+def test_a_wide_row_is_paged_by_columns_too() -> None:
+    # 350 runs: 2 steps × 7 guidance × 25 seeds side by side: one row alone holds 175 tiles
+    records = [RunRecord(f"run-{st}-{g}-{s}", "FINISHED", f"key-{st}-{g}-{s}",
+                         {"steps": str(st), "guidance": str(g), "seed": str(s), "model": "m"}, {}, {}, "")
+               for st in (10, 20) for g in range(1, 8) for s in range(1, 26)]
+    tracker = MemoryTracker(records)
+    grid = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance",  # type: ignore[arg-type]
+                          page_size=48)
+    assert grid.view.tiles_per_row == 175
+    # a guidance level's 25 seeds stay together: one level of one row per page
+    assert (grid.rows_per_page, grid.columns_per_page, grid.pages) == (1, 25, 14)
+    assert grid.visible_rows == ["10"] and grid.visible_columns == [("1", f"seed {s}") for s in range(1, 26)]
+    assert "columns 1–25 of 175" in grid.page_label.value and "more than page_size 48" in grid.summary.value
+    fetches, shown = [len(tracker.fetched)], set(grid.visible_run_ids)
+    while not grid.next_button.disabled:
+        before = len(tracker.fetched)
+        grid.next_button.click()
+        fetches.append(len(tracker.fetched) - before)
+        assert len(images_in(grid.grid_box)) == len(grid.visible_cells) == fetches[-1]
+        shown |= set(grid.visible_run_ids)
+    assert fetches == [25] * 14  # never more than page_size images fetched for one page
+    assert shown == {r.run_id for r in records} and sorted(tracker.fetched) == sorted(shown)  # each once
+    assert grid.visible_rows == ["20"] and grid.visible_columns[0] == ("7", "seed 1")
+    # fewer tiles per page than seeds: a level is split over pages, its label spans the seeds shown
+    small = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance",  # type: ignore[arg-type]
+                           page_size=10)
+    assert (small.rows_per_page, small.columns_per_page, small.pages) == (1, 10, 36)
+    small.go_to_page(2)  # seeds 21-25 of guidance 1, then seeds 1-5 of guidance 2
+    assert [c for c, _ in small.visible_columns] == ["1"] * 5 + ["2"] * 5
+    labels = [c for c in small.grid_box.children[0].children if "wb-col-label" in c._dom_classes]
+    assert [(c.value, c.layout.grid_area) for c in labels] == [("1", "auto / span 5"), ("2", "auto / span 5")]
+    assert len(images_in(small.grid_box)) == 10
+    # a row that fits: whole rows, as many as fit
+    view = build_view(records, rows="steps", cols="guidance", seed_mode=PAGED)
+    assert view.page_shape(48) == (6, 7) and view.page_shape(5) == (1, 5)
 
 
 def test_an_unreadable_image_is_a_labelled_tile_not_a_broken_page(tmp_path: Path) -> None:
@@ -383,13 +452,34 @@ def test_template_explorer_launches_an_experiment_and_shows_its_grid(
     assert "SpecError" in explorer.run_status.value and "appears twice" in explorer.run_status.value
 
 
-def test_reproduce_button_runs_the_real_reproduction(shapes: str) -> None:
-    if reproduce_function() is None:
-        pytest.skip("workbench.reproduce does not provide reproduce(run_id, tracking_uri=...) in this checkout")
-    grid = ComparisonGrid("shapes", shapes, cols="guidance")
-    grid.open_detail(grid.view.cell("seed 1", "2.0").run_id)
+def test_reproduce_button_regenerates_a_batched_image_bit_exact(tracking_uri: str, embedded_model: Path) -> None:
+    data = {"name": "batched", "prompt": "a red lighthouse, at dusk", "backend": "diffusers",
+            "model": "embedded:tiny-sd", "params": {"width": 64, "height": 64, "steps": 4, "guidance": 7.5},
+            "seeds": [1, 2, 3]}
+    summary = run_experiment(parse_spec(data), tracking_uri=tracking_uri, progress=False, make_grids=False,
+                             max_batch=3)  # one backend call of 3, as in the quick start
+    assert summary.finished == 3
+    grid = ComparisonGrid("batched", tracking_uri)
+    run_id = grid.view.cell("seed 2", "embedded:tiny-sd").run_id
+    grid.open_detail(run_id)
+    assert grid.detail.record.metrics["batch_size"] == 3
+    whole_batch = next(c for c in _all(grid.detail_box) if isinstance(c, w.Checkbox))
+    assert whole_batch.value and whole_batch.description == "whole batch (3)"  # ticked for a batched run
     button = next(b for b in _buttons(grid.detail_box) if b.description == "Reproduce")
     button.click()
-    result = html_in(grid.detail_box)
-    assert "<pre>" in result and "color:#b00" not in result, result[-2000:]
-    assert not button.disabled
+    text = html_in(grid.detail_box)
+    assert "color:#b00" not in text, text[-2000:]
+    verdict = text[text.index("<p class='wb-verdict'>"):]
+    assert verdict.startswith("<p class='wb-verdict'>verdict: <b style='color:#060'>bit-exact</b>"), verdict[:300]
+    assert "regenerated with its whole batch (image 2 of 3)" in text
+    client = Tracker(tracking_uri).client
+    logged = client.search_runs([grid.detail.experiment_id], "tags.`workbench.kind` = 'reproduction'")
+    assert len(logged) == 1 and logged[0].data.tags["workbench.reproduces"] == run_id
+    assert logged[0].data.tags["workbench.reproduction.verdict"] == "bit-exact"
+    assert f"logged as run <code>{logged[0].info.run_id}</code>" in text and not button.disabled
+    grid.refresh()  # the reproduction is a run of the experiment, but not a cell of the grid
+    assert len(grid.records) == 3
+
+
+def _all(widget: w.Widget) -> list[w.Widget]:
+    return [widget] + [d for c in getattr(widget, "children", ()) for d in _all(c)]

@@ -20,19 +20,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import MetadataError
+from .hashing import canonical_json
 from .schedulers import SCHEDULERS, a1111_sampler_name, scheduler_from_a1111
 from .types import GenerationRequest
 
 __all__ = ["a1111_parameters", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys",
-           "A1111_USED_KEYS", "A1111_INFO_KEYS"]
+           "A1111_USED_KEYS", "A1111_INFO_KEYS", "OPTIONS_KEY", "WEIGHTS_KEY"]
 
+# Our backend options that A1111 has no key for, as canonical JSON: other tools show it and skip it.
+OPTIONS_KEY = "Workbench options"
+# Our weights hash (GenerationRequest.model_hash). Not A1111's "Model hash": that one hashes a checkpoint file.
+WEIGHTS_KEY = "Weights hash"
 # A1111's own regex (modules/infotext_utils.py): "Key: value" pairs, values optionally JSON-quoted.
 _RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 
 # Keys ``request_from_a1111`` turns into the request; the rest are reported as not reproduced.
 A1111_USED_KEYS = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed",
-                             "Size", "Size-1", "Size-2", "Model", "Backend", "Template", "Clip skip"})
+                             "Size", "Size-1", "Size-2", "Model", "Backend", "Template", "Clip skip", OPTIONS_KEY,
+                             WEIGHTS_KEY})
 # Keys that describe the image but do not change it.
 A1111_INFO_KEYS = frozenset({"Model hash", "Version", "Hashes", "Lora hashes", "TI hashes", "Emphasis", "Pad conds",
                              "Downcast alphas_cumprod", "Token merging ratio", "Operations"})
@@ -56,9 +62,18 @@ def a1111_parameters(request: GenerationRequest, extra: Mapping[str, Any] | None
     pairs["Seed"] = request.seed if request.seed is not None else -1
     pairs["Size"] = f"{request.width}x{request.height}"
     pairs["Model"] = request.model
+    if request.model_hash:
+        pairs[WEIGHTS_KEY] = request.model_hash
     pairs["Backend"] = request.backend
     if request.template:
         pairs["Template"] = f"{request.template}@{request.template_version}"
+    options = dict(request.options)
+    clip_skip = options.get("clip_skip")
+    if request.backend == "diffusers" and isinstance(clip_skip, int) and not isinstance(clip_skip, bool) \
+            and clip_skip >= 1:
+        pairs["Clip skip"] = options.pop("clip_skip") + 1  # A1111 counts the last layer as 1, diffusers as 0
+    if options:
+        pairs[OPTIONS_KEY] = canonical_json(options)
     pairs.update(extra or {})
     lines = [request.prompt]
     if request.negative_prompt:
@@ -160,7 +175,7 @@ def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
         raise MetadataError(f"the A1111 parameters have no 'Size: WIDTHxHEIGHT' value (got {params.get('Size')!r}); "
                             f"it is needed to rebuild the request")
     width, height = _number(params, "Size-1", int), _number(params, "Size-2", int)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = _options(params)
     clip_skip = params.get("Clip skip")
     if clip_skip and backend == "diffusers" and _number(params, "Clip skip", int) > 1:
         options["clip_skip"] = _number(params, "Clip skip", int) - 1
@@ -172,7 +187,23 @@ def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
         backend=backend, model=model, prompt=params.get("Prompt", ""),
         negative_prompt=params.get("Negative prompt", ""), seed=None if seed < 0 else seed, width=width,
         height=height, steps=_number(params, "Steps", int), guidance=_number(params, "CFG scale", float),
-        scheduler=scheduler, options=options, template=template, template_version=template_version)
+        scheduler=scheduler, options=options, template=template, template_version=template_version,
+        # Another model than the file's: its weights are not the ones the hash names.
+        model_hash=params.get(WEIGHTS_KEY) or None if model == params.get("Model") else None)
+
+
+def _options(params: Mapping[str, str]) -> dict[str, Any]:
+    raw = params.get(OPTIONS_KEY)
+    if not raw:
+        return {}
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError:
+        options = None
+    if not isinstance(options, dict):
+        raise MetadataError(f"the A1111 parameter '{OPTIONS_KEY}: {raw[:200]}' is not a JSON object; the file "
+                            f"was edited or written by another tool")
+    return options
 
 
 def unused_a1111_keys(params: Mapping[str, str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from rich.table import Table
 from .cli_common import err, handle_errors, out, tracking_option
 from .config import resolve_tracking_uri, workbench_home
 from .errors import UserInputError
+from .metadata import public_uri
 
 @click.group()
 @click.version_option(package_name="workbench")
@@ -105,8 +106,9 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
 @tracking_option
 @click.option("--experiment", help="MLflow experiment name (default: the spec's name).")
-@click.option("--max-cost", type=float, help="Refuse to start if the estimated cost in USD is higher.")
-@click.option("--max-batch", type=int, help="Largest batch per backend call.")
+@click.option("--max-cost", type=click.FloatRange(min=0),
+              help="Refuse to start if the estimated cost in USD is higher.")
+@click.option("--max-batch", type=click.IntRange(min=1), help="Largest batch per backend call.")
 @click.option("--grids-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where to write grid PNGs (default: <workbench home>/grids/<experiment>).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -178,7 +180,7 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
     """Rebuild a labelled grid from what MLflow holds for EXPERIMENT (nothing is generated)."""
-    from .grid import grid_from_records, save_png_atomic
+    from .grid import grid_from_records, resolve_where, save_png_atomic
     from .tracking import Tracker
 
     fixed = {}
@@ -194,6 +196,9 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
         raise UserInputError(f"no experiment '{experiment}' in {tracker.display_uri}; experiments: "
                              f"{', '.join(names) or '(none)'}")
     records = tracker.records(experiment)
+    if not records:
+        raise UserInputError(f"experiment '{experiment}' has no image runs yet; run its spec first")
+    fixed = resolve_where(records, fixed)
     image, data = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=fixed,
                                     title=f"{experiment}: {cols} x {rows}")
     save_png_atomic(image, output)
@@ -206,9 +211,13 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
 @tracking_option
 @click.option("--port", default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
+@handle_errors
 def ui(tracking_uri: str | None, port: int, host: str) -> None:
     """Open the MLflow UI on the store (default: the embedded one)."""
     uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        click.echo(f"{public_uri(uri) or uri} is a tracking server: open it in a browser; it serves the MLflow UI")
+        return
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)")

@@ -6,8 +6,8 @@
     workbench reproduce a1111.png --model embedded:tiny-sd
 
 The main CLI mounts both with ``cli.add_command``. Exit codes: 0 for a completed reproduction, bit-exact
-or not (the verdict is printed); 2 for bad input (unknown run, PNG without metadata...); 1 for any
-other failure.
+or not (the verdict is printed), unless ``--check`` asks for bit-exact (then a difference exits 1, for
+scripts and CI); 2 for bad input (unknown run, PNG without metadata...); 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -145,18 +145,22 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
 @click.option("--model", help="Use this model instead of the recorded one (A1111 files name checkpoints we can't "
                               "load, e.g. --model embedded:tiny-sd).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--check", is_flag=True, help="Exit 1 unless the reproduction is bit-exact (for scripts and CI).")
 @handle_errors
 def reproduce_command(source: str, tracking_uri: str | None, exact_batch: bool, no_log: bool, model: str | None,
-                      as_json: bool) -> None:
+                      as_json: bool, check: bool) -> None:
     """Regenerate SOURCE (an MLflow run id or a PNG) and report: bit-exact, or how far it differs."""
     from .reproduce import reproduce
 
     report = reproduce(source, tracking_uri=tracking_uri, exact_batch=exact_batch, log=not no_log, model=model)
     if as_json:
         click.echo(report.to_json())
-        return
-    colour = "green" if report.bit_exact else "yellow"
-    text = escape(report.to_text())
-    text = text.replace(f"verdict:      {escape(report.verdict)}",
-                        f"verdict:      [bold {colour}]{escape(report.verdict)}[/]", 1)
-    out.print(text, highlight=False)
+    else:
+        colour = "green" if report.bit_exact else "yellow"
+        text = escape(report.to_text())
+        text = text.replace(f"verdict:      {escape(report.verdict)}",
+                            f"verdict:      [bold {colour}]{escape(report.verdict)}[/]", 1)
+        out.print(text, highlight=False)
+    if check and not report.bit_exact:
+        err.print(f"[bold red]check failed:[/] the reproduction {escape(report.verdict)}", highlight=False)
+        raise SystemExit(1)

@@ -47,9 +47,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         # sqlite:///relative.db → absolute, so the store does not depend on the current directory
         rel = uri[len("sqlite:///"):]
         uri = f"sqlite:///{Path(rel).resolve()}"
-    elif "://" not in uri:
-        raise ValueError(
-            f"tracking URI '{uri}' has no scheme; use sqlite:////abs/path.db or http://host:port")
+    elif "://" not in uri and not uri.startswith("databricks"):
+        from .errors import UserInputError
+
+        raise UserInputError(f"tracking URI '{uri}' has no scheme; use sqlite:////abs/path.db, "
+                             f"http://host:port or another MLflow store URI")
     return uri
 
 

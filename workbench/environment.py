@@ -6,12 +6,14 @@ import functools
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .config import PROJECT_DIR
 
-__all__ = ["base_environment", "package_version", "git_state", "diff_environments"]
+__all__ = ["base_environment", "run_environment", "package_version", "git_state", "diff_environments",
+           "INFORMATIONAL"]
 
 
 def package_version(name: str) -> str | None:
@@ -29,8 +31,11 @@ def git_state() -> tuple[str | None, bool | None]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
+        # Untracked files count only inside the package: a new module changes what runs, a stray file does not.
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_DIR,
                                 capture_output=True, text=True, timeout=10, check=True).stdout
+        status += subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "workbench"],
+                                 cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10, check=True).stdout
         return commit or None, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         return None, None
@@ -53,13 +58,26 @@ def base_environment() -> dict[str, Any]:
     return dict(_static())
 
 
-# Fields whose difference means pixels may differ (the rest are informational).
-_IGNORED_IN_DIFF = {"git_commit", "git_dirty", "workbench", "batch_size", "batch_index", "batch_id"}
+def run_environment(reported: Mapping[str, Any], *, backend: str, batch_size: int, batch_index: int,
+                    batch_id: str | None = None) -> dict[str, Any]:
+    """A run's fingerprint: the fields every backend shares, then what the backend itself reported."""
+    env = {**base_environment(), "backend": backend, "batch_size": batch_size, "batch_index": batch_index,
+           **reported}
+    if batch_id:
+        env["batch_id"] = batch_id
+    return env
 
 
-def diff_environments(old: dict[str, Any], new: dict[str, Any], *, include_all: bool = False
+# Fields that say who or what ran, not how the pixels were computed: reported apart, as informational
+# (the batch shape is explained by its own note). batch_id names one call and is never compared.
+INFORMATIONAL = {"git_commit", "git_dirty", "workbench", "batch_size", "batch_index"}
+_NEVER_COMPARED = {"batch_id"}
+
+
+def diff_environments(old: Mapping[str, Any], new: Mapping[str, Any], *, informational: bool = False
                       ) -> dict[str, tuple[Any, Any]]:
-    """Fields whose values differ: ``{field: (old, new)}``."""
-    keys = sorted(set(old) | set(new))
+    """Fields whose values differ, ``{field: (old, new)}``: those that can change pixels, or with
+    ``informational=True`` the others (workbench version, git state, batch position)."""
+    keys = sorted((set(old) | set(new)) - _NEVER_COMPARED)
     return {k: (old.get(k), new.get(k)) for k in keys
-            if old.get(k) != new.get(k) and (include_all or k not in _IGNORED_IN_DIFF)}
+            if old.get(k) != new.get(k) and (k in INFORMATIONAL) == informational}

@@ -17,6 +17,7 @@ other ``WorkbenchError`` → 1.
     ├── BackendError                   a backend call failed
     │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
     │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
+    │   ├── ModelNotFoundError         the server has no such model (retired, unknown): stops the sweep (fatal)
     │   ├── RateLimitError             429: retried with backoff (retryable)
     │   ├── TransientBackendError      5xx, timeouts, dropped connections (retryable)
     │   ├── ContentPolicyError         blocked by a safety filter: that run is BLOCKED, sweep goes on
@@ -45,6 +46,7 @@ __all__ = [
     "BackendError",
     "AuthenticationError",
     "QuotaError",
+    "ModelNotFoundError",
     "RateLimitError",
     "TransientBackendError",
     "ContentPolicyError",
@@ -141,6 +143,13 @@ class AuthenticationError(BackendError):
 
 
 class QuotaError(BackendError):
+    fatal = True
+
+
+class ModelNotFoundError(BackendError):
+    """The server does not know the model (retired, unknown, or not on this host): every further call
+    would fail the same way, so the sweep stops."""
+
     fatal = True
 
 

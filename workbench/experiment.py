@@ -54,6 +54,7 @@ FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "backend": ("backend", "model"),
 }
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+_LOCATED = re.compile(r"^((?:vary|grid|seeds|variables|params|options|backend_options)(?:\.[\w.]+)?): (.*)$", re.S)
 
 
 class Params(BaseModel):
@@ -95,11 +96,29 @@ class ExperimentSpec(BaseModel):
     model: str
     params: Params = Field(default_factory=Params)
     options: dict[str, Any] = Field(default_factory=dict)
+    # Options for one backend only, merged over ``options`` in its cells: a sweep over backends can give
+    # each its own (``{openai: {quality: high}, replicate: {deadline_s: 60}}``).
+    backend_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seeds: list[int] = Field(min_length=1)
     vary: dict[str, list[Any]] = Field(default_factory=dict)
     grid: Grid | None = None
     max_images: int = Field(default=DEFAULT_MAX_IMAGES, gt=0)
     max_batch: int | None = Field(default=None, gt=0)
+
+    @field_validator("options", "variables")
+    @classmethod
+    def _names(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for name in values:  # MLflow param keys (var.NAME, option.NAME) and template variable names
+            if not str(name).isidentifier():
+                raise ValueError(f"'{name}' is not a valid name: use letters, digits and _")
+        return values
+
+    @field_validator("backend_options")
+    @classmethod
+    def _backend_option_names(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for options in values.values():
+            cls._names(options)
+        return values
 
     @field_validator("seeds")
     @classmethod
@@ -125,6 +144,12 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"grid: rows and cols both vary '{self.grid.rows.factor}'; pick two factors")
             factors += [(self.grid.rows.factor, self.grid.rows.levels),
                         (self.grid.cols.factor, self.grid.cols.levels)]
+        used = {self.backend} | {str(level).partition(":")[0] for factor, levels in factors if factor == "backend"
+                                 for level in levels}
+        for name in self.backend_options:
+            if name not in used:
+                raise ValueError(f"backend_options.{name}: the spec never runs on backend '{name}'; it runs on "
+                                 f"{', '.join(sorted(used))}")
         for factor, levels in factors:
             _check_factor_name(factor, self)
             if not levels:
@@ -152,6 +177,8 @@ def _check_factor_name(factor: str, spec: ExperimentSpec) -> None:
             raise ValueError(f"vary.{factor}: the literal prompt uses no variables ({{{{ name }}}})")
         return
     if factor.startswith("option."):
+        if not factor[7:].isidentifier():  # it becomes an MLflow param key and a grid file name
+            raise ValueError(f"vary.{factor}: '{factor[7:]}' is not a valid option name (letters, digits and _)")
         return
     if factor == "prompt" and spec.prompt is None:
         raise ValueError("vary.prompt: only a spec with a literal 'prompt' can vary it; "
@@ -192,8 +219,12 @@ def parse_spec(data: Any, *, source: str = "spec") -> ExperimentSpec:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            located = _LOCATED.match(msg) if not loc else None
+            if located:  # a check across keys (the model validator) names its key at the start of the message
+                loc, msg = located.group(1), located.group(2)
+            loc = loc or "(top level)"
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key; allowed keys here: {_allowed_keys(err['loc'])}"
             elif err["type"] == "missing":
@@ -261,7 +292,7 @@ def _apply(settings: dict[str, Any], factor: str, level: Any) -> None:
     if factor.startswith("var."):
         settings["variables"] = {**settings["variables"], factor[4:]: level}
     elif factor.startswith("option."):
-        settings["options"] = {**settings["options"], factor[7:]: level}
+        settings["option_levels"] = {**settings["option_levels"], factor[7:]: level}
     elif factor == "size":
         w, h = _SIZE.match(level).groups()  # type: ignore[union-attr]
         settings["width"], settings["height"] = int(w), int(h)
@@ -292,12 +323,14 @@ def expand(spec: ExperimentSpec, *, library: Any = None,
         library = TemplateLibrary()
 
     template = spec.template
+    if template is not None:
+        _check_template_variables(spec, library)
     base_params = dict(library.get(template).defaults) if template else {}
     base_params.update(spec.params.model_dump(exclude_none=True))
     base: dict[str, Any] = {
         "backend": spec.backend, "model": spec.model, "template": template, "prompt": spec.prompt,
         "negative_prompt": spec.negative_prompt, "variables": dict(spec.variables),
-        "options": dict(spec.options),
+        "option_levels": {},  # set by option.NAME factors
         "width": base_params.get("width", 512), "height": base_params.get("height", 512),
         "steps": base_params.get("steps", 30), "guidance": float(base_params.get("guidance", 7.5)),
         "scheduler": base_params.get("scheduler"),
@@ -308,6 +341,9 @@ def expand(spec: ExperimentSpec, *, library: Any = None,
         settings = dict(base)
         for factor, level in cell.changes:
             _apply(settings, factor, level)
+        # the options of the cell's backend: everyone's, then its own, then the level being varied
+        settings["options"] = {**spec.options, **spec.backend_options.get(settings["backend"], {}),
+                               **settings["option_levels"]}
         prompt, negative, version, variables = _render(spec, settings, library, rendered_cache)
         seeded = seeds_supported(settings["backend"], settings["model"]) if seeds_supported else True
         factor = cell.group if cell.changes else None
@@ -321,6 +357,40 @@ def expand(spec: ExperimentSpec, *, library: Any = None,
                 template_version=version, variables=variables, experiment=spec.name, factor=factor, level=level)
             requests.setdefault(request.run_key, request)
     return list(requests.values())
+
+
+def _factor_key(spec: ExperimentSpec, factor: str) -> str:
+    if factor in spec.vary:
+        return f"vary.{factor}"
+    return "grid.rows" if spec.grid and spec.grid.rows.factor == factor else "grid.cols"
+
+
+def _check_template_variables(spec: ExperimentSpec, library: Any) -> None:
+    """Every variable given must reach a template: none is silently dropped, no cell repeats the base."""
+    templates = {spec.template}
+    axes = [*spec.vary.items()] + ([(spec.grid.rows.factor, spec.grid.rows.levels),
+                                    (spec.grid.cols.factor, spec.grid.cols.levels)] if spec.grid else [])
+    for factor, levels in axes:
+        if factor == "template":
+            templates.update(levels)
+    declared = {name: set(library.get(name).variables) for name in sorted(templates, key=str)}
+    everywhere = set().union(*declared.values())
+    unknown = sorted(set(spec.variables) - everywhere)
+    if unknown:
+        names = " or ".join(f"'{t}'" for t in declared)
+        raise SpecError(f"variables: template {names} has no variable(s) {unknown}; the variables are "
+                        f"{sorted(everywhere)}")
+    for factor, _levels in axes:
+        if not factor.startswith("var."):
+            continue
+        name = factor[4:]
+        # one factor at a time: a var.NAME cell uses the base template (or, in the grid, the template axis)
+        crossed = spec.grid and "template" in (spec.grid.rows.factor, spec.grid.cols.factor) and \
+            factor in (spec.grid.rows.factor, spec.grid.cols.factor)
+        users = templates if crossed else {spec.template}
+        if not any(name in declared[t] for t in users):
+            raise SpecError(f"{_factor_key(spec, factor)}: template '{spec.template}' has no variable '{name}', so "
+                            f"its levels would change nothing; its variables are {sorted(declared[spec.template])}")
 
 
 def _render(spec: ExperimentSpec, settings: dict[str, Any], library: Any,

@@ -41,6 +41,7 @@ class TemplateVariable:
     default: Any = None
     required: bool = False
     allowed: tuple[Any, ...] | None = None
+    line: int | None = None  # where the front matter declares it (error messages point there)
 
 
 def split_front_matter(text: str, name: str) -> tuple[str, str]:
@@ -103,7 +104,7 @@ def parse_variables(raw: Any, name: str, text: str) -> dict[str, TemplateVariabl
             allowed = tuple(check_value(name, var, a, None, "allowed value") for a in allowed)
         required = "default" not in spec
         default = None if required else check_value(name, var, spec["default"], allowed, "default")
-        out[var] = TemplateVariable(var, spec["description"].strip(), default, required, allowed)
+        out[var] = TemplateVariable(var, spec["description"].strip(), default, required, allowed, line)
     return out
 
 

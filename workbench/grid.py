@@ -19,13 +19,15 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserInputError
+from .hashing import canonical_json
+from .metadata import GRID_CHUNK, GRID_FORMAT, text_chunks
 from .types import RunRecord
 
 __all__ = ["GridCell", "GridData", "render_grid", "pivot_records", "grid_from_records", "varying_keys",
-           "sort_levels", "axis_value"]
+           "sort_levels", "axis_value", "resolve_where", "safe_name", "save_png_atomic"]
 
 # Params that identify a run rather than describe a condition: never grid axes or filters.
-_IDENTITY = {"run_key", "prompt", "template_version", "replicate", "seed"}
+_IDENTITY = {"run_key", "prompt", "template_version", "model_hash", "replicate", "seed"}
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
 _MUTED = (110, 110, 110)
@@ -87,6 +89,12 @@ def _wrap(text: str, width: int, draw: ImageDraw.ImageDraw, font: Any, max_lines
     return "\n".join(lines)
 
 
+def safe_name(text: str) -> str:
+    """``text`` as one file name: what is not a letter, digit, ``-``, ``_`` or ``.`` becomes ``_``, so a
+    factor or experiment name can never reach another folder."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "grid"
+
+
 def save_png_atomic(image: Image.Image, path: Path) -> Path:
     """Write a PNG so readers never see half a file; concurrent writers each use their own temp file."""
     path = Path(path)
@@ -94,7 +102,7 @@ def save_png_atomic(image: Image.Image, path: Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.png", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
+            image.save(handle, format="PNG", pnginfo=text_chunks(image))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -145,6 +153,12 @@ def render_grid(data: GridData, *, cell_size: int | None = None, pad: int = 6) -
             x0 = row_label_w + ci * (cell_size + pad)
             cell = data.cells.get((row, col), GridCell(status="missing", reason="not run"))
             _draw_cell(canvas, draw, cell, (x0, y0), cell_size, small_font)
+    # Which run is in which cell, written into the PNG by save_png_atomic / Tracker.log_png (A1111 grids
+    # carry their axes the same way): a grid found on disk leads back to its runs.
+    canvas.info[GRID_CHUNK] = canonical_json({
+        "format": GRID_FORMAT, "title": title, "rows": data.rows, "cols": data.cols, "fixed": data.fixed,
+        "cells": [{"row": r, "col": c, "status": cell.status, "run_id": cell.run_id}
+                  for (r, c), cell in data.cells.items()]})
     return canvas
 
 
@@ -204,6 +218,34 @@ def axis_value(record: RunRecord, key: str) -> str:
     return record.params.get(key, "—")
 
 
+def resolve_where(records: Sequence[RunRecord], where: Mapping[str, str]) -> dict[str, str]:
+    """``--where`` as the runs spell it (``guidance=7`` → ``7.0``); refuse a key or value no run has,
+    which would draw an empty grid."""
+    resolved: dict[str, str] = {}
+    for key, value in where.items():
+        values = sort_levels(sorted({r.params[key] for r in records if key in r.params}))
+        if not values:
+            raise UserInputError(f"--where {key}=…: '{key}' is not a parameter of these runs; parameters: "
+                                 f"{', '.join(sorted({k for r in records for k in r.params}))}")
+        if value not in values:
+            value = next((v for v in values if _same_number(v, value)), value)
+        if value not in values:
+            shown = ", ".join(values[:20]) + (f", … ({len(values)} values)" if len(values) > 20 else "")
+            raise UserInputError(f"--where {key}={value}: no run has {key}={value}; its values are: {shown}")
+        resolved[key] = value
+    if resolved and not any(all(r.params.get(k) == v for k, v in resolved.items()) for r in records):
+        raise UserInputError("no run has " + ", ".join(f"{k}={v}" for k, v in resolved.items())
+                             + " all at once; drop one of the --where values")
+    return resolved
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
 def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
                   where: Mapping[str, str] | None = None) -> tuple[GridData, list[RunRecord]]:
     """Pick the runs of a rows × cols grid; every other varying param is held at ``where`` or its mode.
@@ -230,6 +272,16 @@ def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
             continue  # e.g. a template's negative prompt changes with the template: not a held factor
         fixed[key] = Counter(r.params.get(key) for r in records).most_common(1)[0][0]
     chosen = [r for r in records if all(r.params.get(k) == v for k, v in fixed.items())]
+    held_seed = None
+    if "seed" not in (rows, cols) and not {"seed", "replicate"} & set(where or {}):
+        # Seeds are replicates: with neither axis on them, show the first one (said under "fixed"),
+        # not whichever run happened to be logged last.
+        labels = _levels([axis_value(r, "seed") for r in chosen], "seed")
+        if len(labels) > 1:
+            held = [next(v for v in labels if v.startswith(kind)) for kind in ("seed", "replicate")
+                    if any(v.startswith(kind) for v in labels)]
+            chosen = [r for r in chosen if axis_value(r, "seed") in held]
+            held_seed = " / ".join(held)
     cells: dict[tuple[str, str], GridCell] = {}
     picked: dict[tuple[str, str], RunRecord] = {}
     for record in chosen:  # oldest first, so later runs overwrite earlier ones
@@ -243,12 +295,34 @@ def pivot_records(records: Sequence[RunRecord], rows: str, cols: str, *,
                               _flag_note(record), run_id=record.run_id)
     row_levels = _levels([k[0] for k in picked], rows)
     col_levels = _levels([k[1] for k in picked], cols)
+    if "seed" in (rows, cols):
+        _mark_impossible(cells, picked, rows, cols, row_levels if rows == "seed" else col_levels)
     notes = []
     if any(r.params.get("seed") == "not controlled" for r in chosen):
         notes.append("seed not controlled by the backend: rows are independent replicates")
+    shown_fixed = {k: v for k, v in fixed.items() if k not in ("width", "height")}
+    if held_seed:
+        shown_fixed["seed"] = held_seed.removeprefix("seed ")
     data = GridData(rows=rows, cols=cols, row_levels=row_levels, col_levels=col_levels, cells=cells,
-                    fixed={k: v for k, v in fixed.items() if k not in ("width", "height")}, notes=notes)
+                    fixed=shown_fixed, notes=notes)
     return data, list(picked.values())
+
+
+def _mark_impossible(cells: dict[tuple[str, str], GridCell], picked: Mapping[tuple[str, str], RunRecord],
+                     rows: str, cols: str, seed_levels: Sequence[str]) -> None:
+    """Across backends, seed rows and replicate rows never meet: say "n/a" there, not "not run"."""
+    other = cols if rows == "seed" else rows
+    kinds: dict[str, set[str]] = {}  # level of the other axis -> "seed" and/or "replicate"
+    for record in picked.values():
+        kinds.setdefault(axis_value(record, other), set()).add(axis_value(record, "seed").split()[0])
+    for seed_level in seed_levels:
+        kind = seed_level.split()[0]
+        for level, present in kinds.items():
+            key = (seed_level, level) if rows == "seed" else (level, seed_level)
+            if kind not in present and key not in cells:
+                why = ("this backend has no seeds: its images are the replicate rows" if kind == "seed" else
+                       "this backend takes seeds: its images are the seed rows")
+                cells[key] = GridCell(status="n/a", reason=why)
 
 
 def _follows(records: Sequence[RunRecord], key: str, axis: str) -> bool:

@@ -31,13 +31,18 @@ from PIL import Image, PngImagePlugin
 
 from .a1111 import a1111_parameters, parse_a1111_parameters, request_from_a1111, unused_a1111_keys
 from .errors import MetadataError
-from .hashing import canonical_json
+from .hashing import canonical_json, content_hash
 from .types import GeneratedImage, GenerationRequest
 
 __all__ = ["FORMAT", "a1111_parameters", "workbench_metadata", "encode_png", "public_uri", "PngMetadata",
-           "read_png_metadata", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys", "jsonable"]
+           "read_png_metadata", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys", "jsonable",
+           "GRID_CHUNK", "GRID_FORMAT", "text_chunks"]
 
 FORMAT = "workbench/1"
+# A comparison grid's chunk: title, axes, fixed params and the run id of every cell (grid.render_grid).
+GRID_CHUNK, GRID_FORMAT = "workbench-grid", "workbench-grid/1"
+# A hash of the rest of the chunk (files written before it have none and are checked by run key only).
+DIGEST = "digest"
 
 
 def public_uri(uri: str | None) -> str | None:
@@ -75,10 +80,27 @@ def encode_png(image: Image.Image, *, parameters: str, workbench: Mapping[str, A
     """PNG bytes of ``image`` with both text chunks (iTXt, so any Unicode prompt survives)."""
     info = PngImagePlugin.PngInfo()
     info.add_itxt("parameters", parameters)
-    info.add_itxt("workbench", canonical_json(_jsonable(workbench)))
+    chunk = _jsonable({k: v for k, v in workbench.items() if k != DIGEST})
+    info.add_itxt("workbench", canonical_json({**chunk, DIGEST: _digest(chunk)}))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
     return buffer.getvalue()
+
+
+def text_chunks(image: Image.Image) -> PngImagePlugin.PngInfo | None:
+    """The workbench text chunks an in-memory image carries in ``image.info`` (a grid's cell map), for
+    ``Image.save(..., pnginfo=...)``: PIL does not write ``info`` back on its own."""
+    texts = {k: v for k, v in image.info.items() if isinstance(v, str) and k.startswith("workbench")}
+    if not texts:
+        return None
+    info = PngImagePlugin.PngInfo()
+    for key, value in texts.items():
+        info.add_itxt(key, value)
+    return info
+
+
+def _digest(chunk: Mapping[str, Any]) -> str:
+    return content_hash(canonical_json(chunk), 32)
 
 
 def _jsonable(value: Any) -> Any:
@@ -192,6 +214,8 @@ def read_png_metadata(source: str | Path | bytes, *, verify: bool = True) -> Png
     width, height, texts = _walk_png(data, name)
     parameters = texts.get("parameters")
     raw = texts.get("workbench")
+    if parameters is None and raw is None and GRID_CHUNK in texts:
+        raise MetadataError(_grid_message(name, texts[GRID_CHUNK]))
     if parameters is None and raw is None:
         found = f" (text chunks present: {', '.join(sorted(texts))})" if texts else ""
         raise MetadataError(
@@ -199,6 +223,18 @@ def read_png_metadata(source: str | Path | bytes, *, verify: bool = True) -> Png
             f"Editors and upload sites often strip them when re-saving; reproduce from the MLflow run id instead")
     chunk = _decode_chunk(raw, name, verify=verify) if raw is not None else None
     return PngMetadata(name=name, width=width, height=height, texts=texts, parameters=parameters, workbench=chunk)
+
+
+def _grid_message(name: str, raw: str) -> str:
+    try:
+        grid = json.loads(raw)
+        runs = [c["run_id"] for c in grid["cells"] if c.get("run_id")]
+        title = grid.get("title", "")
+    except (ValueError, KeyError, TypeError):
+        runs, title = [], ""
+    shown = ", ".join(runs[:8]) + (f", … ({len(runs)} runs)" if len(runs) > 8 else "")
+    return (f"'{name}' is a comparison grid{f' ({title})' if title else ''}, not one generation; reproduce one "
+            f"of its runs by id" + (f": {shown}" if runs else ""))
 
 
 def _walk_png(data: bytes, name: str) -> tuple[int, int, dict[str, str]]:
@@ -274,6 +310,12 @@ def _decode_chunk(raw: str, name: str, *, verify: bool) -> dict[str, Any]:
                 f"(prompt '{_short(request.prompt)}', seed {request.seed}) hashes to run key {request.run_key}, but the chunk records run key "
                 f"{chunk.get('run_key')!r}. The prompt or parameters were edited after the image was made; reproduce "
                 f"from the original run id ({chunk.get('run_id') or 'unknown'}) instead")
+        recorded = chunk.pop(DIGEST, None)
+        if recorded is not None and recorded != _digest(chunk):
+            raise MetadataError(
+                f"the 'workbench' chunk of '{name}' was tampered with: its digest does not match its content (a "
+                f"field such as the run id, tracking URI, environment or batch was edited after the image was "
+                f"made); reproduce from the MLflow run id instead")
     return chunk
 
 

@@ -139,6 +139,12 @@ def make_plan(spec: ExperimentSpec, *, tracker: Any = None, experiment: str | No
         for param, why in b.uncontrolled(request).items():
             uncontrolled.setdefault(request.backend, {})[param] = why
 
+    # The weights behind each model name, once per model: part of the run key (GenerationRequest.model_hash).
+    hashes: dict[tuple[str, str], str | None] = {}
+    for key in dict.fromkeys((r.backend, r.model) for r in requests):
+        hashes[key] = backend(key[0]).model_hash(key[1])
+    requests = [r.replace(model_hash=hashes[(r.backend, r.model)]) if hashes[(r.backend, r.model)] else r
+                for r in requests]
     history = tracker.records(experiment) if tracker is not None else []
     wanted = {r.run_key for r in requests}
     done = {r.run_key: r.run_id for r in history if r.status == "FINISHED" and r.run_key in wanted}

@@ -4,13 +4,15 @@ The driver (``runner.run_plan``) keeps what it keeps locally: the parent run, th
 summary and the grids. The actors generate with the same retry and OOM rules as the local executor and
 log every image straight to the tracking store, returning one small outcome per image; images never
 travel through the driver. A worker that dies loses only its in-flight batches: the driver marks the
-runs it left half-written KILLED and sends the images it had not finished to another worker.
+runs it left half-written KILLED and sends the images it had not finished to another worker. The
+driver never asks for more workers than the cluster can hold, and never waits forever for one to start.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +29,10 @@ from .types import GenerationFailure, GenerationRequest
 __all__ = ["RayOptions", "BatchOutcome", "GenerationWorker", "preflight", "execute_on_ray", "WORKER_TAG"]
 
 WORKER_TAG = "workbench.worker"  # host:pid of the Ray worker that generated and logged an image run
+START_TIMEOUT_ENV = "WORKBENCH_RAY_START_TIMEOUT_S"
+DEFAULT_START_TIMEOUT_S = 300.0  # a GPU node an autoscaler adds takes minutes; a local actor ~6 s
+# (MLflow status, workbench.outcome) of an image run that is complete in the store.
+COMPLETE_RUNS = {("FINISHED", "FINISHED"), ("FAILED", "FAILED"), ("FAILED", "BLOCKED")}
 IN_FLIGHT_PER_WORKER = 2  # one batch on the device while the previous one is being logged
 # Forwarded to the workers: where models and stores are, API endpoints and keys, test knobs.
 FORWARDED_ENV = ("WORKBENCH_", "MLFLOW_", "OPENAI_", "REPLICATE_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
@@ -40,6 +46,8 @@ class RayOptions:
     workers: int | None = None  # default: one per GPU when the cluster has GPUs, else one per CPU
     gpus_per_worker: float | None = None  # default: 1 when the cluster has GPUs and the backend uses them
     max_deaths_per_batch: int = 3  # a batch whose workers keep dying fails instead of looping forever
+    # A worker Ray has not started by then is given up on; None: $WORKBENCH_RAY_START_TIMEOUT_S, else 300 s.
+    start_timeout_s: float | None = None
 
 
 @dataclass
@@ -101,7 +109,10 @@ class _Slot:
     """One actor and what the driver has sent it."""
 
     actor: Any
+    ready: Any = None  # where()'s reference: resolves once Ray has placed the actor and built it
+    started: float = field(default_factory=time.monotonic)
     name: str | None = None
+    placed: bool = False
     in_flight: int = 0
     dead: bool = False
 
@@ -133,16 +144,26 @@ class _Driver:
 
     def run(self) -> None:
         self.queue.extend(_Job(batch) for batch in self.plan.batches)
+        self._timeout = self._start_timeout()
         workers, resources = self._sizing()
+        self._resources = resources
         self._actor_class = self.ray.remote(**resources)(GenerationWorker)
         self.slots = [self._start_worker() for _ in range(workers)]
         try:
             while self.queue or self.pending:
                 self._dispatch()
-                ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+                starting = {slot.ready: slot for slot in self.slots if not slot.placed and not slot.dead}
+                ready, _ = self.ray.wait([*self.pending, *starting], num_returns=1, timeout=0.5)
                 for ref in ready:
-                    self._collect(ref)
+                    if ref in starting:
+                        self._placed(starting[ref], ref)
+                    else:
+                        self._collect(ref)
+                self._give_up_on_late_workers()
         except BaseException:
+            for slot in self.slots:  # batches sent to a worker that never started would hold up the drain
+                if not slot.dead and not self._has_started(slot):
+                    self._drop(slot)
             self._drain()  # let in-flight batches finish and count them: they are in the store
             raise
         finally:
@@ -151,24 +172,89 @@ class _Driver:
 
     def _sizing(self) -> tuple[int, dict[str, float]]:
         cluster = self.ray.cluster_resources()
+        cpus, gpus_total = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
         uses_gpu = any(r.backend == "diffusers" for r in self.plan.todo)
         gpus = self.options.gpus_per_worker
         if gpus is None:
-            gpus = 1.0 if uses_gpu and cluster.get("GPU", 0) >= 1 else 0.0
-        if self.options.workers:
-            workers = self.options.workers
-        elif gpus:
-            workers = int(cluster.get("GPU", 0) // gpus)
-        else:
-            workers = int(cluster.get("CPU", 1))
-        workers = max(1, min(workers, len(self.plan.batches)))
+            gpus = 1.0 if uses_gpu and gpus_total >= 1 else 0.0
+        # Each actor reserves 1 CPU and `gpus` GPUs; one more than the cluster holds would wait forever.
+        fits = int(cpus + 1e-9)
+        if gpus:
+            fits = min(fits, int(gpus_total / gpus + 1e-9))
+        need = "1 CPU" + (f" and {gpus:g} GPU(s)" if gpus else "")
+        have = f"{cpus:g} CPU(s) and {gpus_total:g} GPU(s)"
+        if fits < 1:
+            raise UserInputError(f"each Ray worker needs {need}, and the Ray cluster has {have} in all, so "
+                                 f"no worker fits; add nodes (a head started with --num-cpus=0 needs worker "
+                                 f"nodes before a sweep starts), or use a cluster with GPUs")
+        wanted = self.options.workers or (int(gpus_total / gpus + 1e-9) if gpus else int(cpus + 1e-9))
+        if wanted > fits:
+            _warn(self.tracker, self.parent_run_id,
+                  f"{wanted} Ray workers were asked for, but the cluster ({have}) holds {fits} of {need} "
+                  f"each: running {fits}")
+        workers = max(1, min(wanted, fits, len(self.plan.batches)))
+        self.tracker.client.set_tag(self.parent_run_id, "workbench.ray_workers", str(workers))
         return workers, {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": IN_FLIGHT_PER_WORKER}
 
     def _start_worker(self) -> _Slot:
         # The environment goes with each actor (not only with ray.init): a cluster started earlier gets it too.
         actor = self._actor_class.options(runtime_env={"env_vars": _forwarded_env()}).remote(
             self.tracker.uri, self.experiment_id, self.parent_run_id, self.plan.experiment, self.retry)
-        return _Slot(actor)
+        return _Slot(actor, ready=actor.where.remote())
+
+    def _placed(self, slot: _Slot, ref: Any) -> None:
+        slot.placed = True
+        try:
+            slot.name = self.ray.get(ref)
+        except Exception:  # it died while starting: the batches sent to it say so, and are retried
+            pass
+
+    def _has_started(self, slot: _Slot) -> bool:
+        if not slot.placed and self.ray.wait([slot.ready], timeout=0)[0]:
+            self._placed(slot, slot.ready)
+        return slot.placed
+
+    def _drop(self, slot: _Slot) -> None:
+        """Give up on a worker that never started; its batches never ran, so they go back to the queue."""
+        slot.dead = True
+        self.ray.kill(slot.actor, no_restart=True)
+        for ref, job in list(self.pending.items()):
+            if job.slot is slot:
+                del self.pending[ref]
+                self.queue.appendleft(_Job(job.batch, job.deaths))
+        slot.in_flight = 0
+
+    def _give_up_on_late_workers(self) -> None:
+        """Workers Ray has not placed in time (resources held by other jobs, nodes gone) are dropped."""
+        timeout = self._timeout
+        now = time.monotonic()
+        late = [s for s in self.slots
+                if not s.dead and not s.placed and now - s.started > timeout and not self._has_started(s)]
+        if not late:
+            return
+        for slot in late:
+            self._drop(slot)
+        need = f"{self._resources['num_cpus']:g} CPU" + (
+            f" and {self._resources['num_gpus']:g} GPU(s)" if self._resources["num_gpus"] else "")
+        free = self.ray.available_resources()
+        why = (f"each needs {need}; free now: {float(free.get('CPU', 0)):g} CPU(s), "
+               f"{float(free.get('GPU', 0)):g} GPU(s) (other Ray jobs or actors hold the rest: `ray status`)")
+        alive = sum(not s.dead for s in self.slots)
+        if not alive:
+            raise WorkbenchError(f"no Ray worker started within {timeout:g} s ({why}); free the resources, "
+                                 f"lower --workers, or set {START_TIMEOUT_ENV} higher for a cluster that is "
+                                 f"still adding nodes, and run again (finished images are kept)")
+        _warn(self.tracker, self.parent_run_id,
+              f"{len(late)} Ray worker(s) did not start within {timeout:g} s ({why}); going on with {alive}")
+
+    def _start_timeout(self) -> float:
+        if self.options.start_timeout_s is not None:
+            return self.options.start_timeout_s
+        raw = os.environ.get(START_TIMEOUT_ENV, "")
+        try:
+            return float(raw) if raw.strip() else DEFAULT_START_TIMEOUT_S
+        except ValueError:
+            raise UserInputError(f"{START_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
     def _dispatch(self) -> None:
         for slot in self.slots:
@@ -222,6 +308,8 @@ class _Driver:
         self.bar.advance(len(batch), self.summary)
 
     def _worker_died(self, job: _Job, exc: Exception) -> None:
+        from .runner import count_outcome
+
         slot = job.slot
         assert slot is not None
         if not slot.dead:  # first news of this death: replace the worker
@@ -234,7 +322,8 @@ class _Driver:
                                      f"for out-of-memory kills or import errors")
             self.slots.append(self._start_worker())
         done = self._reap(job)
-        self.summary.finished += len(done)
+        for status in done.values():
+            count_outcome(self.summary, status)
         self.bar.advance(len(done), self.summary)
         rest = [r for r in job.batch if r.run_key not in done]
         if not rest:
@@ -246,25 +335,31 @@ class _Driver:
         else:
             self.queue.appendleft(_Job(rest, job.deaths))  # retried first, on another worker
 
-    def _reap(self, job: _Job) -> set[str]:
-        """Mark KILLED the runs of this batch the dead worker left RUNNING; return the keys it did finish."""
+    def _reap(self, job: _Job) -> dict[str, str]:
+        """Mark KILLED the runs of this batch the dead worker left RUNNING; return what it did log.
+
+        Run key -> FINISHED, FAILED or BLOCKED, for every image whose run is complete in the store: a failed
+        image is retried by the next ``workbench run`` (as locally), never twice within one sweep.
+        """
         keys = {r.run_key for r in job.batch}
         client = self.tracker.client
         runs = client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
                                   max_results=50000)
-        done = set()
+        done: dict[str, str] = {}
         for run in runs:
             key = run.data.tags.get(RUN_KEY_TAG)
             if key not in keys or run.data.tags.get(KIND_TAG) != "image":
                 continue
+            outcome = run.data.tags.get("workbench.outcome")
             if run.info.status == "RUNNING":
                 client.set_tag(run.info.run_id, "workbench.status_reason",
                                "the Ray worker logging this run died before it finished; the image was "
                                "generated again on another worker")
                 client.set_tag(run.info.run_id, "workbench.outcome", "KILLED")
                 client.set_terminated(run.info.run_id, "KILLED")
-            elif run.info.status == "FINISHED" and run.data.tags.get("workbench.outcome") == "FINISHED":
-                done.add(key)
+            # A FAILED run whose outcome says FINISHED is an image whose logging broke: generate it again.
+            elif (run.info.status, outcome) in COMPLETE_RUNS:
+                done[key] = outcome
         return done
 
     def _drain(self, timeout_s: float = 60.0) -> None:
@@ -281,6 +376,12 @@ class _Driver:
 
 def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+
+
+def _warn(tracker: Tracker, parent_run_id: str, message: str) -> None:
+    """A line on stderr now (above the progress bar), and a tag on the parent run for later readers."""
+    print(f"workbench: warning: {message}", file=sys.stderr, flush=True)
+    tracker.client.set_tag(parent_run_id, "workbench.ray_note", message[:5000])
 
 
 def preflight(tracker: Tracker, options: RayOptions) -> None:
@@ -304,11 +405,14 @@ def execute_on_ray(plan: Plan, tracker: Tracker, experiment_id: str, parent_run_
     """Run ``plan.batches`` on Ray workers (see the module docstring); counts go into ``summary``."""
     import ray
 
+    if not plan.batches:
+        return
     started_here = not ray.is_initialized()
     if started_here:
         init: dict[str, Any] = {"log_to_driver": False, "logging_level": "ERROR"}
         if options.address is None:
-            init.update(include_dashboard=False, num_cpus=os.cpu_count() or 1)
+            # "local": a new Ray of our own, even where `ray start` or $RAY_ADDRESS points at another one.
+            init.update(address="local", include_dashboard=False, num_cpus=os.cpu_count() or 1)
         else:
             init["address"] = options.address
         ray.init(**init)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -30,9 +31,9 @@ import numpy as np
 
 from .backends.base import Backend
 from .backends.registry import get_backend
-from .environment import diff_environments
+from .environment import diff_environments, run_environment
 from .errors import (BackendError, MetadataError, NotReproducibleError, ReproductionFailedError, UnknownRunError,
-                     UserInputError)
+                     UserInputError, WorkbenchError)
 from .hashing import canonical_json
 from .metadata import jsonable, read_png_metadata, unused_a1111_keys
 from .tracking import IMAGE_ARTIFACT, KIND_TAG, Tracker
@@ -74,7 +75,8 @@ class ReproductionReport:
     max_abs_diff: int | None  # 0..255, None when the sizes differ
     fraction_differing: float | None  # of pixels with any channel different
     psnr: float | None  # dB; inf when identical
-    environment_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    environment_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # fields that can change pixels
+    informational_diff: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # workbench, git, batch position
     original_environment: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -108,6 +110,8 @@ class ReproductionReport:
             "run_key": self.request.run_key, "request": self.request.to_dict(),
             "environment_diff": {k: {"original": a, "reproduction": b}
                                  for k, (a, b) in self.environment_diff.items()},
+            "informational_diff": {k: {"original": a, "reproduction": b}
+                                   for k, (a, b) in self.informational_diff.items()},
             "notes": list(self.notes), "original_environment": self.original_environment,
             "environment": self.environment,
         }
@@ -145,7 +149,11 @@ class ReproductionReport:
             for key, (old, new) in self.environment_diff.items():
                 lines.append(f"    {key}: {_short(_show(old), 50)} → {_short(_show(new), 50)}")
         else:
-            lines.append("  environment:  no recorded field that can change pixels differs")
+            lines.append("  environment:  the same libraries, device, dtype, model and scheduler")
+        if self.source_kind != "a1111" and self.informational_diff:
+            lines.append("  also differ:  " + "; ".join(
+                f"{key} {_short(_show(old), 40)} → {_short(_show(new), 40)}"
+                for key, (old, new) in self.informational_diff.items()))
         if self.reproduction_run_id:
             lines.append(f"  logged as:    run {self.reproduction_run_id} ({REPRODUCES_TAG}="
                          f"{self.original_run_id or '-'})")
@@ -192,6 +200,7 @@ class _Origin:
     run: Run | None  # the original run as read from the store, where it was
     batch: tuple[int, int] | None  # (size, index)
     notes: list[str] = field(default_factory=list)
+    recorded_uri: str | None = None  # the store a PNG says it was logged to
 
 
 def _get_run(tracker: Tracker, run_id: str) -> Run:
@@ -276,7 +285,8 @@ def _from_png(path: Path, model: str | None, backend: str | None) -> _Origin:
             request = request.replace(model=model)
         batch = meta.batch
         size_index = (int(batch["size"]), int(batch["index"])) if "size" in batch and "index" in batch else None
-        return _Origin("png", request, image, meta.environment, meta.run_id, None, size_index, notes)
+        return _Origin("png", request, image, meta.environment, meta.run_id, None, size_index, notes,
+                       recorded_uri=meta.tracking_uri)
     params = meta.a1111 or {}
     try:
         request = meta.request(model=model, backend=backend)
@@ -306,6 +316,22 @@ def _load_origin(source: str | Path, tracker: Tracker, model: str | None, backen
 
 
 # -- the batch it was made in -----------------------------------------------------------------------
+
+def _batch_store(tracker: Tracker, origin: _Origin, explicit_uri: str | None) -> Tracker:
+    """Where the other images of a PNG's batch are: the store it names, unless one was given."""
+    import os
+
+    if origin.kind != "png" or explicit_uri or os.environ.get("MLFLOW_TRACKING_URI") or not origin.recorded_uri:
+        return tracker
+    recorded = Tracker(origin.recorded_uri)
+    if recorded.uri == tracker.uri:
+        return tracker
+    try:
+        recorded.check()
+    except WorkbenchError:
+        return tracker  # not reachable from here: look in the default store (the error names --tracking-uri)
+    return recorded
+
 
 def _batch(tracker: Tracker, origin: _Origin) -> tuple[list[GenerationRequest], int, list[str]]:
     """The requests of the original batch, in order, and the position of ``origin`` in it."""
@@ -396,7 +422,8 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     origin = _load_origin(source, tracker, model, backend_name)
     engine, request = _backend(backend, origin.request)
     notes = list(origin.notes)
-    if request.backend != origin.request.backend:
+    switched = request.backend != origin.request.backend
+    if switched:
         notes.append(f"regenerated on backend '{request.backend}', not the original '{origin.request.backend}'")
     origin.request = request
     engine.preflight({request.model})
@@ -405,6 +432,12 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     except UserInputError as exc:
         hint = "; pass --model (model=...) with a model this backend can load" if origin.kind == "a1111" else ""
         raise type(exc)(f"{exc}{hint}") from None
+    current = engine.model_hash(request.model)
+    if model or switched or origin.kind == "a1111":
+        request = origin.request = request.replace(model_hash=current)  # other weights: their own identity
+    elif request.model_hash and current and current != request.model_hash:
+        notes.append(f"the weights of '{request.model}' changed since the original (hash {request.model_hash} → "
+                     f"{current}): expect a different image")
     caps = engine.capabilities(request.model)
     seed_controlled = caps.seeds and request.seed is not None
     if not seed_controlled:
@@ -413,7 +446,11 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
                      f"request")
 
     if exact_batch:
-        requests, where, batch_notes = _batch(tracker, origin)
+        store = _batch_store(tracker, origin, tracking_uri)
+        if store is not tracker:
+            notes.append(f"the other images of the batch were read from {store.display_uri}, the store the PNG "
+                         f"names")
+        requests, where, batch_notes = _batch(store, origin)
         notes += batch_notes
         requests = [r.replace(backend=request.backend) for r in requests]
     else:
@@ -434,15 +471,18 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
                      f"slightly (often by one 8-bit level)"
                      + ("; use --exact-batch to regenerate the whole batch" if not exact_batch else ""))
     original_env = _fingerprint(origin.environment)
+    result = dataclasses.replace(result, environment=run_environment(
+        result.environment, backend=engine.name, batch_size=len(requests), batch_index=where))
     new_env = _fingerprint(dict(result.environment))
     env_diff = diff_environments(original_env, new_env) if origin.kind != "a1111" else {}
+    info_diff = diff_environments(original_env, new_env, informational=True) if origin.kind != "a1111" else {}
     report = ReproductionReport(
         source=str(source), source_kind=origin.kind, request=request, original_run_id=origin.run_id,
         tracking_uri=tracker.display_uri if (origin.kind == "run" or log or exact_batch) else None,
         seed_controlled=seed_controlled, exact_batch=exact_batch,
         original_batch_size=origin.batch[0] if origin.batch else None,
         original_batch_index=origin.batch[1] if origin.batch else None,
-        batch_size=len(requests), batch_index=where, environment_diff=env_diff,
+        batch_size=len(requests), batch_index=where, environment_diff=env_diff, informational_diff=info_diff,
         original_environment=original_env, environment=new_env, notes=notes, image=result.image,
         original_image=origin.image, **comparison)
     if log:

@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import yaml
 
 from .config import workbench_home
+from .environment import run_environment
 from .errors import BackendError, BudgetError, OutOfMemoryError, TrackingError, WorkbenchError
 from .experiment import ExperimentSpec, load_spec
-from .grid import grid_from_records, save_png_atomic, varying_keys
+from .grid import grid_from_records, safe_name, save_png_atomic, varying_keys
 from .hashing import canonical_json, content_hash
 from .plan import Plan, make_plan
 from .ray_executor import RayOptions
@@ -154,6 +155,10 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
     except (BackendError, TrackingError) as exc:  # fatal: auth, quota, missing dependency, store gone
         status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
         summary.stopped = reason
+    except BaseException as exc:  # a bug: the parent run says so (not FINISHED), and the traceback goes on up
+        status, reason = "FAILED", f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
+        summary.stopped = reason
+        raise
     finally:
         bar.close()
         logged = logger.close()  # flush: every finished image reaches the store (or the spool)
@@ -279,7 +284,9 @@ def _generate_batch(backend: Any, batch: list[GenerationRequest], retry: RetryPo
                                    f"{len(batch)} requests")
             # Which images shared a call: reproduce --exact-batch regenerates the whole batch.
             batch_id = uuid.uuid4().hex[:16]
-            return [dataclasses.replace(r, environment={**r.environment, "batch_id": batch_id}) for r in results]
+            return [dataclasses.replace(r, environment=run_environment(
+                r.environment, backend=backend.name, batch_size=len(batch), batch_index=index, batch_id=batch_id))
+                for index, r in enumerate(results)]
         except OutOfMemoryError:
             raise
         except BackendError as exc:
@@ -288,8 +295,14 @@ def _generate_batch(backend: Any, batch: list[GenerationRequest], retry: RetryPo
             last = exc
             if not exc.retryable or attempt == retry.attempts - 1:
                 break
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None and retry_after > retry.max_delay_s:
+                # Retrying before the server allows it only earns another 429: fail these, the next run resumes.
+                return _failures(batch, f"{type(exc).__name__}: {exc} (the server asked to wait {retry_after:.0f} s "
+                                        f"before retrying, more than the {retry.max_delay_s:.0f} s this sweep "
+                                        f"waits; run the spec again later to generate these)", type(exc).__name__, exc)
             summary.retries += 1
-            if stop.wait(retry.delay(attempt, getattr(exc, "retry_after", None))):
+            if stop.wait(retry.delay(attempt, retry_after)):
                 break
         except WorkbenchError:
             raise
@@ -298,11 +311,15 @@ def _generate_batch(backend: Any, batch: list[GenerationRequest], retry: RetryPo
     reason = f"{type(last).__name__}: {last}" if last else "stopped before this batch ran"
     if last is not None and attempt and last.retryable:
         reason += f" (after {attempt + 1} attempts)"
-    return _failures(batch, reason, type(last).__name__ if last else "Stopped")
+    return _failures(batch, reason, type(last).__name__ if last else "Stopped", last)
 
 
-def _failures(batch: list[GenerationRequest], reason: str, error_type: str) -> list[GenerationResult]:
-    return [GenerationFailure(request=r, reason=reason, error_type=error_type) for r in batch]
+def _failures(batch: list[GenerationRequest], reason: str, error_type: str,
+              error: BaseException | None = None) -> list[GenerationResult]:
+    # The server's request id of the last failed call: what a support ticket about these runs needs.
+    request_id = getattr(error, "request_id", None)
+    ids = {"request_id": request_id} if request_id else {}
+    return [GenerationFailure(request=r, reason=reason, error_type=error_type, backend_ids=ids) for r in batch]
 
 
 def _touched(factor: str) -> set[str]:
@@ -329,7 +346,7 @@ def _write_grids(plan: Plan, tracker: Tracker, parent: str, grids_dir: Path | No
         jobs.append((f"{rows}-x-{cols}", rows, cols))
     if not jobs:
         jobs.append(("base", "seed", "model"))  # no factor: the seeds of the one cell
-    folder = (grids_dir or workbench_home() / "grids" / _safe(plan.experiment)).resolve()
+    folder = (grids_dir or workbench_home() / "grids" / safe_name(plan.experiment)).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, rows, cols in jobs:
@@ -338,15 +355,11 @@ def _write_grids(plan: Plan, tracker: Tracker, parent: str, grids_dir: Path | No
         title = f"{plan.experiment}: {cols} x {rows}"
         image, _ = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=where, title=title,
                                      base=base)
-        path = save_png_atomic(image, folder / f"grid-{_safe(name)}.png")
+        path = save_png_atomic(image, folder / f"grid-{safe_name(name)}.png")
         # Log this sweep's own bytes: a concurrent sweep of the same experiment may replace `path` next.
         tracker.log_png(parent, image, f"grids/{path.name}")
         written.append(path)
     return written
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "grid"
 
 
 def _summary_dict(summary: RunSummary) -> dict[str, Any]:

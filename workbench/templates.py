@@ -292,13 +292,15 @@ def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[
                         for v in declared.values()) or "(none)"
     for key in given:
         if key not in declared:
+            first = min((v.line for v in declared.values() if v.line), default=None)
             raise TemplateError(f"unknown variable '{key}'; declared variables: {listing}", template=template.name,
-                                variable=str(key))
+                                variable=str(key), line=first)  # the line: where the declarations start
     values: dict[str, Any] = {}
     for var in declared.values():
         if var.name not in given and var.required:
             raise TemplateError(f"required variable '{var.name}' ({var.description}) has no value; pass it. "
-                                f"Declared variables: {listing}", template=template.name, variable=var.name)
+                                f"Declared variables: {listing}", template=template.name, variable=var.name,
+                                line=var.line)
         value = given[var.name] if var.name in given else var.default
         values[var.name] = check_value(template.name, var.name, value, var.allowed, "value")
     return values
@@ -308,7 +310,8 @@ def _parse(env: _Sandbox, name: str, source: str, filename: str, offset: int, wh
     try:
         return env.parse(source, name, filename)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"Jinja2 syntax error{where}: {exc.message}; fix the tag or expression on that line",
+        problem = (exc.message or "").rstrip(".")
+        raise TemplateError(f"Jinja2 syntax error{where}: {problem}; fix the tag or expression on that line",
                             template=name, line=(exc.lineno or 1) + offset) from exc
 
 

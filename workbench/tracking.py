@@ -25,7 +25,7 @@ import numpy as np
 
 from .config import default_artifact_root, is_local_sqlite, resolve_tracking_uri
 from .errors import TrackingError
-from .metadata import a1111_parameters, encode_png, public_uri, workbench_metadata
+from .metadata import a1111_parameters, encode_png, public_uri, text_chunks, workbench_metadata
 from .types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult, RunRecord
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def request_params(request: GenerationRequest) -> dict[str, str]:
     values["seed"] = request.seed if request.seed is not None else "not controlled"
     values["scheduler"] = request.scheduler or "default"
     values["template_version"] = request.template_version
+    values["model_hash"] = request.model_hash
     values["run_key"] = request.run_key
     out: dict[str, str] = {}
     for key, value in values.items():
@@ -60,11 +61,17 @@ def request_params(request: GenerationRequest) -> dict[str, str]:
     return out
 
 
+BACKEND_ID_TAG = "workbench.id."  # + request_id, prediction_id, model_version...: what the backend called it
+
+
 def _status_tags(result: GenerationResult) -> dict[str, str]:
+    # The backend's own ids on every outcome: a blocked or failed call is the one a support ticket asks about.
+    ids = {BACKEND_ID_TAG + re.sub(r"[^\w.-]", "_", str(k))[:200]: str(v)[:5000]
+           for k, v in result.backend_ids.items() if v not in (None, "")}
     if isinstance(result, GenerationFailure):
         return {"workbench.outcome": result.status, "workbench.status_reason": result.reason[:7000],
-                "workbench.error_type": result.error_type}
-    tags = {"workbench.outcome": "FINISHED"}
+                "workbench.error_type": result.error_type, **ids}
+    tags = {"workbench.outcome": "FINISHED", **ids}
     if result.flags:
         tags["workbench.flags"] = ",".join(sorted(result.flags))
         tags["workbench.status_reason"] = "; ".join(
@@ -331,7 +338,7 @@ class Tracker:
         folder, _, name = artifact.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
-            image.save(path, format="PNG")
+            image.save(path, format="PNG", pnginfo=text_chunks(image))
             self.client.log_artifact(run_id, str(path), folder or None)
 
     def end_run(self, run_id: str, status: str = "FINISHED", tags: Mapping[str, str] | None = None) -> None:
@@ -360,7 +367,7 @@ class Tracker:
         run = self.client.create_run(experiment_id, run_name=_run_name(result), tags=tags)
         run_id = run.info.run_id
         try:
-            metrics = {"latency_s": result.latency_s}
+            metrics = {"latency_s": result.latency_s, **result.metrics}
             if result.cost_usd is not None:
                 metrics["cost_usd"] = result.cost_usd
             if isinstance(result, GeneratedImage):

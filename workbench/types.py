@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # The fields of a request that determine the image: the run key covers these and only these.
-IMAGE_FIELDS = ("backend", "model", "prompt", "negative_prompt", "seed", "width", "height", "steps",
+IMAGE_FIELDS = ("backend", "model", "model_hash", "prompt", "negative_prompt", "seed", "width", "height", "steps",
                 "guidance", "scheduler", "options")
 
 
@@ -54,6 +54,9 @@ class GenerationRequest:
     guidance: float = 7.5
     scheduler: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # What the weights behind ``model`` are, where the backend can tell (a content hash of a local or
+    # embedded model's folder, set by the plan): the same name with other weights is another image.
+    model_hash: str | None = None
     # Replicate index inside a cell; part of the key only where there is no seed (API backends),
     # so that n replicates of a seedless request stay n distinct runs.
     replicate: int = 0
@@ -70,6 +73,8 @@ class GenerationRequest:
         fields = {name: getattr(self, name) for name in IMAGE_FIELDS}
         fields["options"] = dict(self.options)
         fields["guidance"] = float(self.guidance)
+        if self.model_hash is None:  # API models and hub ids: the name (and revision) is the identity
+            del fields["model_hash"]
         if self.seed is None:
             fields["replicate"] = self.replicate
         return fields
@@ -134,6 +139,7 @@ class GeneratedImage:
     flags: frozenset[str] = frozenset()
     notes: Mapping[str, str] = field(default_factory=dict)  # human-readable detail per flag
     environment: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)  # backend-reported numbers (predict_time_s)
     batch_size: int = 1
     batch_index: int = 0
     # What the backend sent, when it was not our own PNG (API webp/jpeg): kept as an artifact.
@@ -156,6 +162,7 @@ class GenerationFailure:
     environment: Mapping[str, Any] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)  # e.g. the backend's logs
     cost_usd: float | None = None  # some APIs bill failed or blocked attempts too
+    metrics: Mapping[str, float] = field(default_factory=dict)
 
 
 GenerationResult = GeneratedImage | GenerationFailure

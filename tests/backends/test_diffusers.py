@@ -160,3 +160,47 @@ def test_safety_checker_flag_is_a_blocked_run(embedded_model: Path, tmp_path: Pa
     (result,) = DiffusersBackend().generate([req(model=str(folder))])
     assert isinstance(result, GenerationFailure) and result.status == "BLOCKED"
     assert "safety checker" in result.reason
+
+
+def test_a_black_image_is_flagged_not_hidden(embedded_model: Path, tmp_path: Path) -> None:
+    """A VAE that decodes to all black: the run finishes (black can be what was asked for) with a flag
+    the grid and the widgets show, so a broken model is not mistaken for a dark picture."""
+    dark = tmp_path / "dark"
+    shutil.copytree(embedded_model, dark)
+    from safetensors.torch import load_file, save_file
+
+    weights = dark / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    for name in (k for k in tensors if k.startswith("decoder.conv_out")):
+        tensors[name] = torch.zeros_like(tensors[name]) if name.endswith("weight") else \
+            torch.full_like(tensors[name], -10.0)  # every pixel far below 0 → clipped to black
+    save_file(tensors, weights)
+    (result,) = DiffusersBackend().generate([req(model=str(dark))])
+    assert isinstance(result, GeneratedImage) and "black" in result.flags
+    assert pixels(result.image).max() == 0 and "black" in result.notes["black"]
+    (normal,) = DiffusersBackend().generate([req()])
+    assert "black" not in normal.flags
+
+
+def test_a_hub_id_loads_from_the_local_hub_cache_and_records_its_commit(
+        embedded_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub path for real, offline: a repo laid out as huggingface_hub caches it, loaded by id."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--wbtest--tiny-sd"
+    shutil.copytree(embedded_model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    backend = DiffusersBackend()
+    assert backend.model_hash("wbtest/tiny-sd") is None  # a hub id's identity is its name (and @revision)
+    (hub,) = backend.generate([req(model="wbtest/tiny-sd")])
+    (local,) = backend.generate([req(model=str(embedded_model))])
+    assert isinstance(hub, GeneratedImage) and np.array_equal(pixels(hub.image), pixels(local.image))
+    env = hub.environment
+    assert env["model_source"] == "wbtest/tiny-sd" and env["resolved_revision"] == commit
+    assert env["weights_hash"] == local.environment["weights_hash"] is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tomllib
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from tests.standins import FAKE_OPENAI_KEY, OpenAIStandin, expected_colours, openai_env, openai_standin
 from tests.standins.openai_server import revise
-from workbench.backends.openai import CURRENT_MODELS, PROFILES, OpenAIBackend
+from workbench.backends.openai import CURRENT_MODELS, PROFILES, ModelNotFoundError, OpenAIBackend
 from workbench.backends.registry import get_backend
 from workbench.errors import (
     AuthenticationError,
@@ -45,6 +47,16 @@ def backend(openai_env: OpenAIStandin) -> OpenAIBackend:
 def only(results: list[Any]) -> Any:
     assert len(results) == 1
     return results[0]
+
+
+def declared_range(package: str) -> Any:
+    """The version range the ``package`` extra of pyproject.toml declares, as a SpecifierSet."""
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    (line,) = extras[package]
+    return Requirement(line).specifier
 
 
 def quadrant_colours(image: Any) -> tuple[tuple[int, int, int], ...]:
@@ -79,9 +91,10 @@ def test_every_profile_generates_a_decoded_image(backend: OpenAIBackend, openai_
     expected_format = options.get("output_format", "png")
     assert result.original_format == expected_format
     assert result.original_bytes and len(result.original_bytes) > 50
-    assert quadrant_colours(result.image)[0] == expected_colours(request.prompt, 0)[0] or expected_format == "jpeg"
-    assert "seed_not_controlled" in result.flags
     assert result.backend_ids["request_id"].startswith("req_")
+    (drawn,) = openai_env.image_seeds[result.backend_ids["request_id"]]
+    assert quadrant_colours(result.image)[0] == expected_colours(request.prompt, drawn)[0] or expected_format == "jpeg"
+    assert "seed_not_controlled" in result.flags
     assert result.cost_usd is not None and result.cost_usd > 0
     assert result.environment["backend"] == "openai" and result.environment["model"] == model
 
@@ -253,8 +266,9 @@ RAISED = [
     ({"fault": "slow", "seconds": 1.5}, TransientBackendError, "no answer"),
     ("bad_json", TransientBackendError, "not valid JSON"),
     ("html_200", TransientBackendError, "answered HTML"),
-    ("missing_data", InvalidResponseError, "'data' missing"),
-    ("empty_data", InvalidResponseError, "'data' empty"),
+    ("empty_body", TransientBackendError, "HTTP 200 with an empty body"),
+    ("model_not_found", ModelNotFoundError, "is not available"),
+    ("retired_model", ModelNotFoundError, "has been deprecated"),
 ]
 
 
@@ -267,7 +281,7 @@ def test_whole_call_faults_raise_mapped_errors(openai_env: OpenAIStandin, fault:
     assert message in str(outcome)
     import openai
 
-    if not isinstance(outcome, InvalidResponseError) and fault not in ("bad_json", "html_200"):
+    if fault not in ("bad_json", "html_200", "empty_body"):
         assert isinstance(outcome.__cause__, openai.OpenAIError)  # mapped with raise ... from
     assert len(openai_env.requests_to("generate")) == 1  # max_retries=0: retries are the runner's
     answered = fault != "drop" and not (isinstance(fault, dict) and fault["fault"] == "slow")
@@ -276,7 +290,8 @@ def test_whole_call_faults_raise_mapped_errors(openai_env: OpenAIStandin, fault:
     flags = (outcome.retryable, outcome.fatal)
     expected_flags = {TransientBackendError: (True, False), RateLimitError: (True, False),
                       QuotaError: (False, True), AuthenticationError: (False, True),
-                      BackendError: (False, False), InvalidResponseError: (False, False)}[error]
+                      ModelNotFoundError: (False, True),
+                      BackendError: (False, False)}[error]
     assert flags == expected_flags
     backend.close()
 
@@ -291,7 +306,10 @@ PER_REQUEST = [
     ("moderation_blocked", "BLOCKED", "ContentPolicyError", "moderation_blocked"),
     ("n_must_be_1", "FAILED", "UnsupportedRequestError", "You must provide n=1"),
     ("unknown_parameter", "FAILED", "UnsupportedRequestError", "Unknown parameter"),
-    ("model_not_found", "FAILED", "UnsupportedRequestError", "does not exist"),
+    ({"fault": "user_error", "code": "invalid_prompt_format"}, "FAILED", "UnsupportedRequestError",
+     "invalid_prompt_format"),  # an image_generation_user_error that is no safety block
+    ("missing_data", "FAILED", "InvalidResponseError", "'data' missing"),
+    ("empty_data", "FAILED", "InvalidResponseError", "'data' empty"),
     ("empty_item", "FAILED", "InvalidResponseError", "neither 'b64_json' nor 'url'"),
     ("corrupt_base64", "FAILED", "InvalidResponseError", "not valid base64"),
     ("not_an_image", "FAILED", "InvalidResponseError", "not an image"),
@@ -299,8 +317,9 @@ PER_REQUEST = [
 ]
 
 
-@pytest.mark.parametrize(("fault", "status", "error_type", "message"), PER_REQUEST)
-def test_per_request_faults_return_results(backend: OpenAIBackend, openai_env: OpenAIStandin, fault: str,
+@pytest.mark.parametrize(("fault", "status", "error_type", "message"), PER_REQUEST,
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_per_request_faults_return_results(backend: OpenAIBackend, openai_env: OpenAIStandin, fault: Any,
                                            status: str, error_type: str, message: str) -> None:
     outcome = run_fault(backend, openai_env, fault)
     assert isinstance(outcome, GenerationFailure), outcome
@@ -309,6 +328,24 @@ def test_per_request_faults_return_results(backend: OpenAIBackend, openai_env: O
     assert outcome.backend_ids["request_id"].startswith("req_")
     if error_type == "InvalidResponseError":
         assert outcome.reason.startswith("InvalidResponse: ")
+    if status in ("BLOCKED", "FAILED") and error_type != "InvalidResponseError":
+        assert outcome.backend_ids["request_id"] in outcome.reason  # the reason says which call, and where
+
+
+def test_a_moderation_block_says_where_it_happened(backend: OpenAIBackend, openai_env: OpenAIStandin) -> None:
+    outcome = run_fault(backend, openai_env, "moderation_blocked")
+    assert outcome.status == "BLOCKED"
+    assert "at the input stage" in outcome.reason and "HTTP 400 moderation_blocked" in outcome.reason
+
+
+def test_a_missing_model_is_fatal_not_a_failed_run(backend: OpenAIBackend, openai_env: OpenAIStandin) -> None:
+    outcome = run_fault(backend, openai_env, "model_not_found", model="gpt-image-2")
+    assert isinstance(outcome, ModelNotFoundError) and outcome.fatal and not outcome.retryable
+    assert "model 'gpt-image-2'" in str(outcome) and "retired or unknown" in str(outcome)
+    for current in CURRENT_MODELS:  # says what to use instead
+        assert current in str(outcome)
+    # 403 model_not_found is "this project has no access": still the key's problem, not the model's
+    assert isinstance(run_fault(backend, openai_env, "403"), AuthenticationError)
 
 
 def test_server_side_validation_errors_fail_only_that_run(backend: OpenAIBackend, openai_env: OpenAIStandin) -> None:
@@ -403,7 +440,9 @@ def test_the_key_never_appears_in_errors_results_notes_or_environment(openai_env
 
 def test_environment_fingerprint(backend: OpenAIBackend, openai_env: OpenAIStandin) -> None:
     env = backend.environment("dall-e-3")
-    assert env["backend"] == "openai" and env["sdk"] == "openai" and env["sdk_version"].startswith("3.")
+    assert env["backend"] == "openai" and env["sdk"] == "openai"
+    assert env["sdk_version"] in declared_range("openai")  # the range pyproject promises works
+    assert "2.30.0" not in declared_range("openai")  # openai 2.x has no httpx2, which _download imports
     assert env["api_host"] == openai_env.url.removeprefix("http://")
     assert env["legacy_profile"] is True
 
@@ -428,8 +467,15 @@ def test_calls_run_concurrently_and_thread_safely(backend: OpenAIBackend, openai
         results = list(pool.map(lambda r: only(backend.generate([r])), requests))
     assert all(isinstance(r, GeneratedImage) for r in results)
     for request, result in zip(requests, results, strict=True):
-        assert quadrant_colours(result.image) == expected_colours(request.prompt, 0)
+        (drawn,) = openai_env.image_seeds[result.backend_ids["request_id"]]
+        assert quadrant_colours(result.image) == expected_colours(request.prompt, drawn)
     assert len(openai_env.requests_to("generate")) == 8
+
+
+def test_replicates_of_one_request_are_different_draws(backend: OpenAIBackend, openai_env: OpenAIStandin) -> None:
+    first, second = (only(backend.generate([req(replicate=i)])) for i in range(2))
+    assert first.image.tobytes() != second.image.tobytes()  # no seed: each call is a new draw
+    assert first.backend_ids["request_id"] != second.backend_ids["request_id"]
 
 
 def test_standin_speaks_openai_auth_and_errors(openai_standin: OpenAIStandin) -> None:

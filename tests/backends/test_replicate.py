@@ -18,7 +18,8 @@ from tests.standins import (
     replicate_env,
     replicate_standin,
 )
-from tests.standins.replicate_server import FLUX_SCHNELL_VERSION, SDXL_VERSION
+from tests.backends.test_openai import declared_range
+from tests.standins.replicate_server import FLUX_SCHNELL_VERSION, SDXL_VERSION, parse_duration
 from workbench.backends.registry import get_backend
 from workbench.backends.replicate import (
     DEFAULT_MODEL,
@@ -89,6 +90,9 @@ def test_flux_schnell_on_the_model_route(backend: ReplicateBackend, replicate_en
     assert ids["model"] == DEFAULT_MODEL
     assert "Using seed: 7" in result.notes["logs"]
     assert float(result.notes["predict_time_s"]) > 0
+    # Replicate's own timings, as metrics (the stand-in reports its processing time)
+    assert result.metrics["predict_time_s"] == pytest.approx(replicate_env.processing_s)
+    assert result.metrics["total_time_s"] >= result.metrics["predict_time_s"]
     create = only(replicate_env.requests_to("create"))
     assert create.path == "/v1/models/black-forest-labs/flux-schnell/predictions"
     assert create.headers["prefer"].startswith("wait=")
@@ -303,6 +307,11 @@ def test_prediction_outcomes(replicate_env: ReplicateStandin, prefer_wait_s: int
     assert (outcome.status, outcome.error_type) == (status, error_type)
     assert message in outcome.reason
     assert outcome.backend_ids["prediction_id"] == replicate_env.created[0].id  # even for 'aborted'
+    # what Replicate said about a failed prediction is kept too: version, logs, timings
+    assert outcome.backend_ids["model_version"] == "hidden" and outcome.backend_ids["model"] == DEFAULT_MODEL
+    assert "Using seed: 7" in outcome.notes["logs"]
+    if fault in ("nsfw", "expired_output", "data_removed") or isinstance(fault, dict):  # failed or succeeded
+        assert outcome.metrics["predict_time_s"] == pytest.approx(replicate_env.processing_s)
     backend.close()
 
 
@@ -316,6 +325,63 @@ def test_never_finishing_prediction_is_canceled_at_the_deadline(replicate_env: R
     cancel = only(replicate_env.requests_to("cancel"))
     assert cancel.path == f"/v1/predictions/{outcome.backend_ids['prediction_id']}/cancel"
     assert replicate_env.predictions[outcome.backend_ids["prediction_id"]].canceled_at is not None
+    assert outcome.backend_ids["model_version"] == "hidden"  # from the last poll
+    assert "Using seed: 7" in outcome.notes["logs"] and "input" in outcome.notes
+    backend.close()
+
+
+def test_every_create_carries_cancel_after_a_little_past_the_deadline(replicate_env: ReplicateStandin) -> None:
+    for deadline_s, expected in ((60.0, "62s"), (1.0, "5s")):  # 5 s is the API's minimum
+        backend = make_backend(deadline_s=deadline_s)
+        assert isinstance(only(backend.generate([req()])), GeneratedImage)
+        create = replicate_env.requests_to("create")[-1]
+        assert create.headers["cancel-after"] == expected
+        assert replicate_env.created[-1].cancel_after_s == parse_duration(expected)
+        backend.close()
+
+
+def test_standin_cancels_at_cancel_after(replicate_standin: ReplicateStandin) -> None:
+    auth = {"Authorization": f"Bearer {FAKE_REPLICATE_TOKEN}"}
+    url = f"{replicate_standin.url}/v1/models/{DEFAULT_MODEL}/predictions"
+    replicate_standin.script("never")
+    created = httpx.post(url, headers={**auth, "Cancel-After": "1m30s"}, json={"input": {"prompt": "x"}}).json()
+    prediction = replicate_standin.predictions[created["id"]]
+    assert prediction.cancel_after_s == 90
+    assert replicate_standin._status(prediction, prediction.created + 89) == "processing"
+    assert replicate_standin._status(prediction, prediction.created + 91) == "canceled"
+    too_short = httpx.post(url, headers={**auth, "Cancel-After": "2s"}, json={"input": {"prompt": "x"}})
+    assert too_short.status_code == 422 and "at least 5s" in too_short.json()["detail"]
+    assert parse_duration("1h30m") == 5400 and parse_duration("500ms") == 0.5 and parse_duration("5 min") is None
+
+
+def test_a_slow_create_is_bounded_by_the_deadline_not_the_timeout(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(timeout_s=30.0, deadline_s=0.5, prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, {"fault": "slow", "seconds": 5})
+    assert isinstance(outcome, TransientBackendError), outcome
+    bound = float(str(outcome).split("timed out after ")[1].split(" s")[0])
+    assert 0 < bound <= 0.5  # what was left of the deadline, not timeout_s
+    assert "may have started anyway" in str(outcome)
+    backend.close()
+
+
+def test_429_while_polling_is_waited_out_inside_the_deadline(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, {"fault": "429", "on": "get", "retry_after": 0.1})
+    assert isinstance(outcome, GeneratedImage), outcome
+    assert outcome.notes["poll_errors"] == "1 (last: HTTP 429)"
+    assert len(replicate_env.requests_to("create")) == 1
+    backend.close()
+
+
+def test_an_empty_body_is_transient_on_create_and_polled_again_on_get(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, "empty_body")
+    assert isinstance(outcome, TransientBackendError) and "an empty body" in str(outcome)
+    assert "may have started anyway" in str(outcome)
+    polled = run_fault(backend, replicate_env, {"fault": "empty_body", "on": "get"})
+    assert isinstance(polled, GeneratedImage) and polled.notes["poll_errors"] == "1 (last: HTTP 200)"
+    broken_file = run_fault(backend, replicate_env, {"fault": "empty_body", "on": "files"})
+    assert isinstance(broken_file, GenerationFailure) and "not an image: 0 bytes" in broken_file.reason
     backend.close()
 
 
@@ -344,6 +410,7 @@ RAISED = [
     ("502_html", TransientBackendError, "HTTP 502"),
     ("503", TransientBackendError, "HTTP 503"),
     ("drop", TransientBackendError, "could not reach"),
+    ("empty_body", TransientBackendError, "an empty body"),
     ({"fault": "slow", "seconds": 1.5}, TransientBackendError, "may have started anyway"),
     ("401", AuthenticationError, "REPLICATE_API_TOKEN"),
 ]
@@ -448,7 +515,9 @@ def test_the_token_never_appears_in_errors_results_notes_or_environment(replicat
 
 def test_environment_fingerprint(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
     env = backend.environment(DEFAULT_MODEL)
-    assert env["backend"] == "replicate" and env["sdk"] == "replicate" and env["sdk_version"] == "1.0.7"
+    assert env["backend"] == "replicate" and env["sdk"] == "replicate"
+    assert env["sdk_version"] in declared_range("replicate")  # the range pyproject promises works
+    assert "1.1.0" not in declared_range("replicate")  # we rely on the private client._client of 1.0.x
     assert env["api_host"] == replicate_env.url.removeprefix("http://")
     assert "model_version" not in env
 

@@ -8,7 +8,10 @@ pytest fixture. They speak the real wire formats (see ``shared/reference/reliabi
 - take a scripted FIFO of faults: ``server.script("500", {"fault": "429", "retry_after": 0.1})`` from
   Python, or ``POST /__control/script`` with ``{"faults": [...]}`` over HTTP (``/__control/*`` requests
   are not recorded; ``GET /__control/requests`` returns the record, ``POST /__control/reset`` clears it);
-- return deterministic images whose colours come from ``sha256(prompt, seed)`` (``expected_colours``).
+- return deterministic images whose colours come from ``sha256(prompt, seed)`` (``expected_colours``);
+- count requests in flight (``in_flight``, and the most at once, ``max_in_flight``) and can answer every
+  request ``latency_s`` late (a slow API), so tests can see how many calls a sweep runs at once;
+- take the fault ``empty_body``: HTTP 200 with a 0-byte body.
 
 A fault is a name or a dict ``{"fault": name, "times": n, "on": route, ...parameters}``. A request takes
 the first queued fault whose ``on`` matches its route (each stand-in documents its routes and faults).
@@ -185,6 +188,9 @@ class StandinServer:
         self._faults: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.latency_s = 0.0  # every API answer waits this long (a slow API)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.standin = self
         self._thread: threading.Thread | None = None
@@ -248,6 +254,7 @@ class StandinServer:
         with self._lock:
             self.requests.clear()
             self._faults.clear()
+            self.max_in_flight = self.in_flight
 
     # record ----------------------------------------------------------------------------------------
     def requests_to(self, route: str) -> list[Recorded]:
@@ -266,7 +273,15 @@ class StandinServer:
         route, handler, params = self.match(method, path)
         with self._lock:
             self.requests.append(Recorded(method, path, query, headers, body, route, time.time()))
-        return handler(headers=headers, body=body, query=query, **params)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.latency_s:
+                self.sleep(self.latency_s)
+            return handler(headers=headers, body=body, query=query, **params)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def match(self, method: str, path: str) -> tuple[str, Callable[..., Reply], dict[str, str]]:
         raise NotImplementedError

@@ -20,11 +20,16 @@ Routes (for faults' ``on``): ``generate``, ``files``. Faults (default route ``ge
 ``n_must_be_1``          400 "You must provide n=1 for this model."
 ``unknown_parameter``    400 unknown_parameter (``param``, default response_format)
 ``model_not_found``      404 model_not_found
+``retired_model``        400 "The model `...` has been deprecated" with no code (the wording, not the
+                         status, is what is known of retired models)
+``user_error``           400 ``image_generation_user_error`` that is not a safety block (``code``,
+                         ``message``)
 ``x_should_retry_false`` 500 with ``x-should-retry: false``
 ``slow``                 sleep ``seconds`` (default 5) before answering normally
 ``drop``                 close the connection without an answer
 ``bad_json``             200 ``application/json`` that is cut off mid-way
 ``html_200``             200 ``text/html``
+``empty_body``           200 ``application/json`` with a 0-byte body
 ``missing_data``         200 ``{"created": ...}`` with no ``data``
 ``empty_data``           200 with ``data: []``
 ``empty_item``           200 with ``data: [{}]``
@@ -34,6 +39,9 @@ Routes (for faults' ``on``): ``generate``, ``files``. Faults (default route ``ge
 ``wrong_size``           a 64x64 image whatever the size asked
 ``url_expired``          (route ``files``) 404 for a file URL, as after the real 60 minutes
 =======================  =====================================================================
+
+The API has no seed, so every answer is a new draw: image ``i`` of an answer is drawn with seed
+``image_seeds[request_id][i]`` (a request counter), and replicates of one prompt differ.
 """
 
 from __future__ import annotations
@@ -86,8 +94,9 @@ MODELS: dict[str, StandinModel] = {
 }
 
 _FAULTS = ["500", "502_html", "503", "429", "insufficient_quota", "401", "403", "content_policy_violation",
-           "moderation_blocked", "n_must_be_1", "unknown_parameter", "model_not_found", "x_should_retry_false",
-           "slow", "drop", "bad_json", "html_200", "missing_data", "empty_data", "empty_item",
+           "moderation_blocked", "n_must_be_1", "unknown_parameter", "model_not_found", "retired_model",
+           "user_error", "x_should_retry_false", "slow", "drop", "bad_json", "html_200", "empty_body",
+           "missing_data", "empty_data", "empty_item",
            "corrupt_base64", "not_an_image", "truncated_image", "wrong_size"]
 # Faults that change an otherwise valid answer (applied after validation).
 _MUTATIONS = {"bad_json", "missing_data", "empty_data", "empty_item", "corrupt_base64", "not_an_image",
@@ -124,6 +133,8 @@ class OpenAIStandin(StandinServer):
         self.valid_keys = valid_keys  # None: any bearer token is accepted
         self._files: dict[str, tuple[bytes, str, float]] = {}
         self._ids: Iterator[int] = itertools.count(1)
+        self._draws: Iterator[int] = itertools.count(1)
+        self.image_seeds: dict[str, list[int]] = {}  # request id -> the seed each image was drawn with
 
     @property
     def base_url(self) -> str:
@@ -206,6 +217,13 @@ class OpenAIStandin(StandinServer):
         if name == "model_not_found":
             return self._reply(*_error(404, f"The model `{model}` does not exist or you do not have access "
                                             "to it.", "invalid_request_error", "model_not_found"), request_id)
+        if name == "retired_model":
+            return self._reply(*_error(400, f"The model `{model}` has been deprecated, learn more here: "
+                                            "https://platform.openai.com/docs/deprecations",
+                                       "invalid_request_error"), request_id)
+        if name == "user_error":
+            return self._reply(*_error(400, str(fault.get("message", "Invalid image generation request.")),
+                                       "image_generation_user_error", fault.get("code")), request_id)
         if name == "x_should_retry_false":
             return self._reply(*_error(500, "The server had an error processing your request.", "server_error"),
                                request_id, {"x-should-retry": "false"})
@@ -218,6 +236,8 @@ class OpenAIStandin(StandinServer):
             return Reply(200, "<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>"
                               "<h1>Welcome to nginx!</h1></body></html>", {"x-request-id": request_id},
                          content_type="text/html; charset=utf-8")
+        if name == "empty_body":
+            return Reply(200, b"", {"x-request-id": request_id})
         return None  # a mutation: applied to the valid answer
 
     # POST /v1/images/generations ---------------------------------------------------------------
@@ -324,8 +344,10 @@ class OpenAIStandin(StandinServer):
             return self._reply(200, {"created": created, "data": [{}]}, request_id)
         want_url = model.family == "dalle" and params.get("response_format", "url") == "url"
         data = []
-        for index in range(params.get("n", 1)):
-            image = deterministic_image(prompt, index, width, height, fmt)
+        draw = next(self._draws)
+        seeds = self.image_seeds[request_id] = [draw * 100 + index for index in range(params.get("n", 1))]
+        for seed in seeds:
+            image = deterministic_image(prompt, seed, width, height, fmt)
             item: dict[str, Any] = {}
             if mutation == "corrupt_base64":
                 item["b64_json"] = "!!!this is not base64 at all!!!"

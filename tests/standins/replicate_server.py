@@ -17,9 +17,13 @@ finishes (201) or the wait runs out (202 with ``Location``). A prediction goes
 ``http://`` file URLs (``output_mode = "http"``, served by ``/files``, token required) or ``data:`` URIs
 (``output_mode = "data"``).
 
+``Cancel-After`` on a create (a duration such as ``30s``, ``5m``, ``1h30m``; at least 5 s, else 422, stricter
+than what is confirmed of the real API) cancels the prediction that long after its creation.
+
 Faults. HTTP faults (default route ``create``; give ``on`` for others): ``429`` (``Retry-After``:
-``retry_after`` s), ``402`` (insufficient credit), ``500``, ``502_html``, ``503``, ``401``, ``drop``, ``slow`` (``seconds``); ``503_get`` and
-``504_get`` (route ``get``). Outcome faults shape the next created prediction: ``nsfw`` (failed, "NSFW
+``retry_after`` s), ``402`` (insufficient credit), ``500``, ``502_html``, ``503``, ``401``, ``drop``,
+``slow`` (``seconds``), ``empty_body`` (HTTP 200 with a 0-byte body); ``503_get`` and ``504_get`` (route
+``get``). Outcome faults shape the next created prediction: ``nsfw`` (failed, "NSFW
 content detected"), ``failed`` (failed with ``error``), ``canceled``, ``aborted``, ``never`` (processing
 forever, until canceled), ``processing_with_output`` (output filled while still processing),
 ``expired_output`` (its files answer 404 at once), ``data_removed`` (output already deleted when it
@@ -31,6 +35,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -45,7 +50,7 @@ import pytest
 from . import FAKE_REPLICATE_TOKEN, Reply, StandinServer, deterministic_image
 
 __all__ = ["ReplicateStandin", "MODELS", "StandinModel", "FLUX_SCHNELL_VERSION", "FLUX_DEV_VERSION",
-           "SDXL_VERSION", "replicate_standin", "replicate_env"]
+           "SDXL_VERSION", "parse_duration", "replicate_standin", "replicate_env"]
 
 
 def _hex(name: str) -> str:
@@ -106,7 +111,7 @@ MODELS: dict[str, StandinModel] = {
         sizing="wh", default_steps=50),
 }
 
-_HTTP_FAULTS = {"429", "402", "500", "502_html", "503", "401", "drop", "slow"}
+_HTTP_FAULTS = {"429", "402", "500", "502_html", "503", "401", "drop", "slow", "empty_body"}
 _OUTCOME_FAULTS = {"nsfw", "failed", "canceled", "aborted", "never", "processing_with_output", "expired_output",
                    "data_removed", "slow_prediction"}
 NSFW_ERROR = "NSFW content detected. Try running it again, or try a different prompt."
@@ -143,6 +148,7 @@ class _Prediction:
     removed: bool = False
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     outputs: list[str] | None = None
+    cancel_after_s: float | None = None  # from the Cancel-After header
 
 
 class ReplicateStandin(StandinServer):
@@ -212,11 +218,17 @@ class ReplicateStandin(StandinServer):
             return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
         if name == "drop":
             return Reply(drop=True)
+        if name == "empty_body":
+            return Reply(200, b"")
         if name == "slow":
             self.sleep(float(fault.get("seconds", 5.0)))
         return None
 
     def _status(self, p: _Prediction, now: float) -> str:
+        if p.canceled_at is None and p.cancel_after_s is not None and now - p.created >= p.cancel_after_s:
+            end = p.created + p.starting_s + p.processing_s
+            if p.outcome == "never" or end > p.created + p.cancel_after_s:  # still running at Cancel-After
+                p.canceled_at = p.created + p.cancel_after_s
         if p.canceled_at is not None:
             return "canceled"
         elapsed = now - p.created
@@ -328,11 +340,17 @@ class ReplicateStandin(StandinServer):
         if invalid:
             detail = "".join(f"- {f['field']}: {f['description']}\n" for f in invalid)
             return _problem(422, "Input validation failed", detail, invalid_fields=invalid)
+        cancel_after = None
+        if "cancel-after" in headers:
+            cancel_after = parse_duration(headers["cancel-after"])
+            if cancel_after is None or cancel_after < 5:
+                return _problem(422, "Invalid Cancel-After", f"Cancel-After must be a duration of at least 5s "
+                                                              f"(e.g. 30s, 5m), got {headers['cancel-after']!r}")
         now = time.time()
         pid = base64.b32encode(uuid.uuid4().bytes).decode().lower().rstrip("=")[:26]
         seed = inputs["seed"] if "seed" in inputs else int(hashlib.sha256(pid.encode()).hexdigest()[:8], 16)
         p = _Prediction(pid, name, version, dict(inputs), seed, now, starting_s=self.starting_s,
-                        processing_s=self.processing_s)
+                        processing_s=self.processing_s, cancel_after_s=cancel_after)
         if outcome_fault is not None:
             kind = outcome_fault["fault"]
             if kind == "nsfw":
@@ -430,6 +448,14 @@ def _problem(status: int, title: str, detail: str, *, headers: Mapping[str, str]
     body = {"type": f"https://replicate.com/docs/reference/http#{status}", "title": title, "detail": detail,
             "status": status, **extra}
     return Reply(status, json.dumps(body).encode(), dict(headers or {}), content_type="application/problem+json")
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (``90s``, ``5m``, ``1h30m``, ``500ms``); None if it is not one."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        return None
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
 
 
 def _prefer_wait(prefer: str, max_wait: float) -> float | None:

@@ -108,6 +108,11 @@ class Backend(ABC):
         Raise ``AuthenticationError`` or ``MissingDependencyError`` with a message that says how to fix it.
         """
 
+    def model_hash(self, model: str) -> str | None:
+        """What identifies the weights behind ``model`` beyond its name (see ``GenerationRequest.model_hash``);
+        None where the name is the identity (API models, pinned hub revisions)."""
+        return None
+
     def environment(self, model: str) -> dict[str, Any]:
         """Fingerprint of what produced the images (versions, device, weights)."""
         return {}

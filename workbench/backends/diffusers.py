@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from ..environment import base_environment, package_version
 from ..errors import BackendError, MissingDependencyError, OutOfMemoryError, UnsupportedRequestError
 from ..schedulers import SCHEDULERS, scheduler_spec
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+from ..weights import weights_hash
 from .base import Backend, Capabilities
 
 __all__ = ["DiffusersBackend", "resolve_model"]
@@ -60,19 +60,14 @@ def resolve_model(model: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def _weights_hash(folder: str) -> str | None:
-    """SHA-256 over the weight files of a local pipeline folder (names and contents)."""
-    root = Path(folder)
-    if not root.is_dir():
+def _hub_snapshot(repo: str, revision: str | None) -> Path | None:
+    """The local snapshot folder (named by its commit) that ``from_pretrained`` loaded a hub id from."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    except Exception:  # not in the local cache (a custom loader, a cleared cache): nothing to record
         return None
-    digest = hashlib.sha256()
-    for file in sorted(root.rglob("*")):
-        if file.suffix in (".safetensors", ".bin", ".json", ".txt") and file.is_file():
-            digest.update(str(file.relative_to(root)).encode())
-            with file.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
 
 
 class DiffusersBackend(Backend):
@@ -86,16 +81,21 @@ class DiffusersBackend(Backend):
         self._dtype = dtype
         self.max_batch = max_batch
         self.cache_size = cache_size
-        self._pipelines: OrderedDict[tuple[str, str, str, str | None], Any] = OrderedDict()
-        self._info: dict[tuple[str, str, str, str | None], dict[str, Any]] = {}
+        # Keyed by (model, device, dtype, revision, variant): each loads other weights.
+        self._pipelines: OrderedDict[tuple[str, str, str, str | None, str | None], Any] = OrderedDict()
+        self._info: dict[tuple[str, str, str, str | None, str | None], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     # -- capabilities and validation ---------------------------------------------------------------
     def capabilities(self, model: str) -> Capabilities:
-        # Priors only (the plan prefers logged latencies); no torch import just to plan.
-        prior = 0.05 if embedded.is_embedded(model) else None
-        return Capabilities(seeds=True, max_batch=self.max_batch, schedulers=True, size_multiple=8,
-                            seconds_per_image=prior)
+        return Capabilities(seeds=True, max_batch=self.max_batch, schedulers=True, size_multiple=8)
+
+    def estimate_seconds(self, request: GenerationRequest) -> float | None:
+        # A prior only (the plan prefers logged latencies), and no torch import just to plan. The embedded
+        # model on 2 CPU cores, batched: 0.17 s per 64x64 image at 12 steps, so ~14 ms per step per 64².
+        if not embedded.is_embedded(request.model):
+            return None
+        return 0.014 * request.steps * (request.width * request.height) / (64 * 64)
 
     def validate(self, request: GenerationRequest) -> None:
         super().validate(request)
@@ -119,6 +119,12 @@ class DiffusersBackend(Backend):
             raise UnsupportedRequestError(
                 f"diffusers model '{request.model}' is neither a local folder nor a hub id like 'owner/name'; "
                 f"embedded models: {', '.join(embedded.PREFIX + n for n in embedded.EMBEDDED_MODELS)}")
+
+    def model_hash(self, model: str) -> str | None:
+        """The weights hash of an embedded model or a local folder (hub ids: their name and revision)."""
+        if embedded.is_embedded(model) or Path(model).expanduser().is_dir():
+            return weights_hash(resolve_model(model)[0])
+        return None
 
     def preflight(self, models: set[str]) -> None:
         _torch()
@@ -147,7 +153,7 @@ class DiffusersBackend(Backend):
                  revision: str | None = None) -> Any:
         """The loaded pipeline for ``model`` (cached; least recently used ones are dropped)."""
         torch = _torch()
-        key = (model, self.device(), self.dtype_name(dtype), revision)
+        key = (model, self.device(), self.dtype_name(dtype), revision, variant)
         with self._lock:
             if key in self._pipelines:
                 self._pipelines.move_to_end(key)
@@ -169,9 +175,12 @@ class DiffusersBackend(Backend):
             # Leave a core for the PNG/MLflow workers: on 2 cores torch's default threading thrashes
             # (measured: quick start 13 s with one torch thread vs 30 s with the default, under load).
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+        snapshot = Path(source) if Path(source).is_dir() else _hub_snapshot(source, revision)
         info = {
             "model": model, "model_source": source, "revision": revision,
-            "weights_hash": _weights_hash(source),
+            # A hub id names whatever the hub serves today: record the commit that was loaded.
+            "resolved_revision": snapshot.name if snapshot is not None and snapshot != Path(source) else None,
+            "weights_hash": weights_hash(snapshot) if snapshot is not None else None,
             "pipeline_class": type(pipe).__name__,
             "attention": type(next(iter(pipe.unet.attn_processors.values()))).__name__
             if hasattr(pipe, "unet") and pipe.unet.attn_processors else None,
@@ -205,7 +214,7 @@ class DiffusersBackend(Backend):
     def environment(self, model: str, request: GenerationRequest | None = None) -> dict[str, Any]:
         torch = _torch()
         opts = request.options if request else {}
-        key = (model, self.device(), self.dtype_name(opts.get("dtype")), opts.get("revision"))
+        key = (model, self.device(), self.dtype_name(opts.get("dtype")), opts.get("revision"), opts.get("variant"))
         env = base_environment()
         env.update({
             "backend": "diffusers", "torch": torch.__version__, "diffusers": package_version("diffusers"),

@@ -7,9 +7,11 @@ flagged ``seed_not_controlled`` and replicates are independent draws.
 
 Retries belong to the runner: the SDK client is built with ``max_retries=0`` and every SDK error is mapped
 at this boundary (``raise ... from``) into ``workbench.errors``. Responses are checked here because the SDK
-does not check them: no ``data``, bad base64, HTML or a non-image become ``InvalidResponseError``, a
-``TransientBackendError`` or a FAILED result. The key comes only from ``OPENAI_API_KEY`` (the SDK also
-reads ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) and never appears in a message.
+does not check them: HTML, an empty body or cut-off JSON become a ``TransientBackendError``; no ``data``,
+bad base64 or a non-image a FAILED result (``InvalidResponse: ...``, with the request id). A model the
+server does not have (404 ``model_not_found``, a retired model) raises the fatal ``ModelNotFoundError``:
+the sweep stops instead of failing every image one call at a time. The key comes only from ``OPENAI_API_KEY`` (the SDK also reads
+``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) and never appears in a message.
 
 Example:
     >>> backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1")
@@ -37,8 +39,8 @@ from urllib.parse import urlsplit
 from ..errors import (
     AuthenticationError,
     BackendError,
-    InvalidResponseError,
     MissingDependencyError,
+    ModelNotFoundError,
     QuotaError,
     RateLimitError,
     TransientBackendError,
@@ -58,10 +60,16 @@ from .openai_models import (
 )
 
 __all__ = ["OpenAIBackend", "OpenAIModelProfile", "PROFILES", "PRICES_AS_OF", "CURRENT_MODELS",
-           "DEFAULT_BASE_URL"]
+           "DEFAULT_BASE_URL", "ModelNotFoundError"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# The codes of a safety block (DALL·E; GPT-image). Other ``image_generation_user_error``s are not blocks.
 _SAFETY_CODES = {"content_policy_violation", "moderation_blocked"}
+# A retired or unknown model: the status is not confirmed for every case, the wording is.
+_NO_MODEL = re.compile(r"\bmodel\b.*\b(does not exist|not found|deprecated|retired|shut down)\b",
+                       re.IGNORECASE)
+
+
 _SECRET = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{3,}|r8_[A-Za-z0-9]{3,})")
 
 
@@ -306,6 +314,10 @@ class OpenAIBackend(Backend):
             raise TransientBackendError(
                 f"openai: {self.host} answered HTML (HTTP {raw.status_code}) instead of JSON, e.g. a proxy or "
                 f"gateway page; check OPENAI_BASE_URL", request_id=request_id)
+        if not body.strip():
+            raise TransientBackendError(
+                f"openai: {self.host} answered HTTP {raw.status_code} with an empty body (a proxy or a cut "
+                f"connection?)", request_id=request_id)
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -313,10 +325,12 @@ class OpenAIBackend(Backend):
                 f"openai: the answer from {self.host} is not valid JSON ({len(body)} bytes; cut off?)",
                 request_id=request_id) from exc
         items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list) or not items:
-            raise InvalidResponseError(
-                f"openai: the answer holds no images ('data' {'missing' if items is None else 'empty'}); "
-                f"request id {request_id}", request_id=request_id)
+        if not isinstance(items, list) or not items:  # a result, not a raise: the run keeps its request id
+            return GenerationFailure(
+                request=request, status="FAILED", error_type="InvalidResponseError", backend_ids=ids,
+                reason=f"InvalidResponse: the answer holds no images ('data' "
+                       f"{'missing' if items is None else 'empty'}); request id {request_id}",
+                latency_s=time.perf_counter() - start, environment=env)
         item = items[0] if isinstance(items[0], dict) else {}
 
         try:
@@ -402,6 +416,15 @@ class OpenAIBackend(Backend):
         content_type = (headers.get("content-type") or "").lower()
         where = f"HTTP {status}" + (f" {code}" if code else "") + (f", request id {request_id}" if request_id else "")
         ids = {"request_id": request_id} if request_id else {}
+        # (403 model_not_found is "no access to the model": the key's problem, handled as auth below.)
+        no_model = status == 404 or (code == "model_not_found" and status != 403) or (
+            status == 400 and bool(_NO_MODEL.search(message)))
+        if no_model:
+            raise ModelNotFoundError(
+                f"openai: model '{request.model}' is not available on {self.host} ({where}): "
+                f"{message or 'not found'}; it may be retired or unknown to this key. Current models: "
+                f"{', '.join(CURRENT_MODELS)}; check the spec's model and OPENAI_BASE_URL",
+                request_id=request_id) from exc
         if status == 401:
             raise AuthenticationError(
                 f"openai refused the API key ({where}); set a valid OPENAI_API_KEY "
@@ -426,9 +449,12 @@ class OpenAIBackend(Backend):
                                    request_id=request_id) from exc
             raise TransientBackendError(f"openai server error ({where}): {detail}",
                                         retry_after=retry_after_seconds(headers), request_id=request_id) from exc
-        if code in _SAFETY_CODES or err_type == "image_generation_user_error":
+        if code in _SAFETY_CODES:
+            details = body.get("moderation_details")
+            stage = details.get("moderation_stage") if isinstance(details, dict) else None
+            at = f" at the {stage} stage" if stage else ""  # input: the prompt; output: the image
             return GenerationFailure(request=request, status="BLOCKED", error_type="ContentPolicyError",
-                                     reason=f"blocked by OpenAI's safety system ({code or err_type}): {message}",
+                                     reason=f"blocked by OpenAI's safety system{at} ({where}): {message}",
                                      backend_ids=ids, latency_s=latency, environment=env)
         param = f" (parameter '{body.get('param')}')" if body.get("param") else ""
         return GenerationFailure(request=request, status="FAILED", error_type="UnsupportedRequestError",

@@ -12,6 +12,7 @@ and the request FAILS. Where the SDK falls short we use its underlying ``httpx``
 and read JSON as plain dicts:
 
 - a create without ``wait`` gets our timeout from an httpx request hook (the SDK sends it with none);
+  the same hook bounds every create by what is left of the deadline and sends ``Cancel-After``;
 - the create answer is kept by an httpx response hook, so a status the SDK's model rejects (``aborted``)
   still gives the prediction id, and a 429's ``Retry-After`` header is not lost with ``ReplicateError``;
 - polls and cancels, so a status is a string (the SDK's model raises on ``aborted``) and a 503 on a poll
@@ -22,7 +23,10 @@ and read JSON as plain dicts:
 
 The create is a POST: the SDK never retries it and neither do we here. The runner retries a
 ``TransientBackendError`` from a create, which can pay twice when the first create did start a
-prediction (see docs/backends.md).
+prediction (see docs/backends.md); ``Cancel-After`` at least stops such an orphan at the deadline.
+
+Every outcome, failures included, keeps the prediction id, model version, logs (``notes["logs"]``) and
+Replicate's timings (``metrics["predict_time_s"]``, ``metrics["total_time_s"]``).
 
 Example:
     >>> backend = ReplicateBackend(base_url="http://127.0.0.1:9")
@@ -214,7 +218,7 @@ class ReplicateBackend(Backend):
                 # sleeps): polls are retried by us, inside the deadline.
                 client = replicate.Client(api_token=token, base_url=self.base_url, timeout=timeout,
                                           mounts={"all://": httpx.HTTPTransport()},
-                                          event_hooks={"request": [self._bound_timeout],
+                                          event_hooks={"request": [self._bound_request],
                                                        "response": [self._keep_create_answer]})
                 _ = client._client  # build the httpx client now, under the lock
                 self._clients[cache_key] = client
@@ -222,13 +226,21 @@ class ReplicateBackend(Backend):
                 self._plain = httpx.Client(timeout=self.timeout_s, follow_redirects=True)
             return client
 
-    def _bound_timeout(self, request: Any) -> None:
+    def _bound_request(self, request: Any) -> None:
         """httpx request hook: the SDK sends a create without ``wait`` with ``timeout=None`` (no timeout at
-        all); give such requests ours."""
-        timeout = request.extensions.get("timeout") or {}
+        all); give such requests ours. A create is also bounded by what is left of this thread's deadline
+        and carries ``Cancel-After``, so Replicate stops the prediction even if this process dies."""
+        timeout = dict(request.extensions.get("timeout") or {})
         if timeout.get("read") is None:
-            request.extensions["timeout"] = {"connect": min(5.0, self.timeout_s), "read": self.timeout_s,
-                                             "write": self.timeout_s, "pool": self.timeout_s}
+            timeout = {"connect": min(5.0, self.timeout_s), "read": self.timeout_s,
+                       "write": self.timeout_s, "pool": self.timeout_s}
+        deadline = getattr(self._local, "create_deadline", None)
+        if deadline is not None and request.method == "POST" and request.url.path.endswith("/predictions"):
+            remaining = max(deadline - time.monotonic(), 0.05)
+            timeout = {k: min(v, remaining) if v is not None else remaining for k, v in timeout.items()}
+            self._local.create_timeout = timeout["read"]
+            request.headers["Cancel-After"] = self._local.cancel_after
+        request.extensions["timeout"] = timeout
 
     def _keep_create_answer(self, response: Any) -> None:
         """httpx response hook: keep this thread's last create answer, as JSON the SDK may fail to parse."""
@@ -376,27 +388,42 @@ class ReplicateBackend(Backend):
         start = time.monotonic()
         deadline = start + deadline_s
         ids: dict[str, str] = {}
+        seen: dict[str, Any] = {}  # the latest prediction JSON: recorded whatever the outcome
         try:
-            prediction = self._create(client, name, version, inputs, deadline)
+            prediction = seen["prediction"] = self._create(client, name, version, inputs, deadline)
             ids["prediction_id"] = str(prediction.get("id"))
-            prediction = self._wait(client, prediction, deadline, deadline_s, notes)
-            self._record(prediction, ids, notes, env)
-            return self._finish(request, profile, prediction, client, ids, notes, env, start)
+            prediction = self._wait(client, prediction, deadline, deadline_s, notes, seen)
+            metrics = self._record(prediction, ids, notes, env)
+            return self._finish(request, profile, prediction, client, ids, notes, env, start, metrics)
         except _Failed as failed:
+            metrics = self._record(seen["prediction"], ids, notes, env) if "prediction" in seen else {}
             return GenerationFailure(request=request, reason=failed.reason, status=failed.status,  # type: ignore[arg-type]
-                                     error_type=failed.error_type, backend_ids=ids,
-                                     latency_s=time.monotonic() - start, environment=env)
+                                     error_type=failed.error_type, backend_ids=dict(ids), notes=notes,
+                                     metrics=metrics, latency_s=time.monotonic() - start, environment=env)
 
     def _create(self, client: Any, name: str, version: str | None, inputs: dict[str, Any],
                 deadline: float) -> dict[str, Any]:
+        self._local.create_answer = None
+        remaining = deadline - time.monotonic()
+        # Prefer: wait=N holds the answer up to N s: leave half a second of the deadline for it to arrive.
+        wait: int | bool = False
+        if self.prefer_wait_s and remaining >= 1.5:
+            wait = max(1, min(self.prefer_wait_s, int(remaining - 0.5)))
+        # Replicate's own deadline (at least 5 s), a little after ours so that ours decides first: a
+        # prediction this process can no longer cancel (killed, or a create that timed out) still stops.
+        self._local.cancel_after = f"{max(5, math.ceil(remaining) + 2)}s"
+        self._local.create_deadline = deadline
+        self._local.create_timeout = None
+        try:
+            return self._create_call(client, name, version, inputs, wait)
+        finally:
+            self._local.create_deadline = None
+
+    def _create_call(self, client: Any, name: str, version: str | None, inputs: dict[str, Any],
+                     wait: int | bool) -> dict[str, Any]:
         import httpx
         from replicate.exceptions import ReplicateError
 
-        self._local.create_answer = None
-        remaining = deadline - time.monotonic()
-        wait: int | bool = False
-        if self.prefer_wait_s and remaining >= 1:
-            wait = max(1, min(self.prefer_wait_s, int(remaining)))
         try:
             if version:
                 prediction = client.predictions.create(version=version, input=inputs, wait=wait)
@@ -407,16 +434,27 @@ class ReplicateBackend(Backend):
             self._raise_api_error(exc.status or 0, exc.title, exc.detail,
                                   answer.headers if answer is not None else None, exc, creating=True)
         except httpx.TimeoutException as exc:
+            bound = getattr(self._local, "create_timeout", None) or self.timeout_s
             raise TransientBackendError(
-                f"replicate: creating the prediction on {self.host} timed out after {self.timeout_s:g} s; a "
-                "prediction may have started anyway (and be charged)") from exc
+                f"replicate: creating the prediction on {self.host} timed out after {bound:.3g} s (the timeout "
+                "or what was left of the deadline); a prediction may have started anyway (and be charged; "
+                "Cancel-After stops it)") from exc
         except httpx.TransportError as exc:
             raise TransientBackendError(
                 f"replicate: could not reach {self.host} to create the prediction ({type(exc).__name__}); "
                 "check the network and REPLICATE_BASE_URL") from exc
         except ValueError as exc:
+            answer = getattr(self._local, "create_answer", None)
+            not_json = answer is not None and self._kept_create_answer() is None
+            if type(exc).__name__ != "ValidationError" and not_json:
+                # A 2xx that is not JSON (an empty body, a proxy page): we never saw the prediction's id.
+                raise TransientBackendError(
+                    f"replicate: {self.host} answered the create with HTTP {answer.status_code} and "
+                    f"{len(answer.content)} bytes that are not a prediction "
+                    f"({'an empty body' if not answer.content else 'not JSON'}); a prediction may have "
+                    "started anyway") from exc
             if type(exc).__name__ != "ValidationError":
-                raise BackendError(f"replicate: {exc}") from exc
+                raise BackendError(f"replicate: {_redact(str(exc), self._token())}") from exc
             # The SDK's Prediction model rejects statuses it does not know (``aborted``): read the answer
             # it could not parse, kept by the response hook, as a plain dict.
             data = self._kept_create_answer()
@@ -472,8 +510,9 @@ class ReplicateBackend(Backend):
         return response.status_code, data if isinstance(data, dict) else None, response.headers
 
     def _wait(self, client: Any, prediction: dict[str, Any], deadline: float, deadline_s: float,
-              notes: dict[str, str]) -> dict[str, Any]:
-        """Poll until the prediction ends; past the deadline, cancel it and fail."""
+              notes: dict[str, str], seen: dict[str, Any]) -> dict[str, Any]:
+        """Poll until the prediction ends; past the deadline, cancel it and fail. ``seen["prediction"]``
+        follows the latest answer."""
         import httpx
 
         pid = str(prediction.get("id"))
@@ -497,6 +536,7 @@ class ReplicateBackend(Backend):
                 continue
             if status == 200 and data is not None:
                 prediction, delay = data, self.poll_interval_s
+                seen["prediction"] = prediction
                 continue
             if status in (401, 403):
                 self._raise_api_error(status, None, None, headers, None, creating=False)
@@ -518,7 +558,9 @@ class ReplicateBackend(Backend):
         return status == 200 and bool(data) and data.get("status") in ("canceled", "succeeded", "failed")
 
     def _record(self, prediction: Mapping[str, Any], ids: dict[str, str], notes: dict[str, str],
-                env: dict[str, Any]) -> None:
+                env: dict[str, Any]) -> dict[str, float]:
+        """Copy what Replicate said about the prediction (version, seed, logs, times) into ids, notes and env;
+        returns its timings as metrics."""
         version = prediction.get("version")
         if version:
             ids["model_version"] = str(version)
@@ -526,19 +568,27 @@ class ReplicateBackend(Backend):
                 env["model_version"] = str(version)
         if prediction.get("model"):
             ids["model"] = str(prediction["model"])
-        logs = prediction.get("logs") or ""
+        logs = _redact(str(prediction.get("logs") or ""), self._token())
         seeds = _SEED_LOG.findall(logs)
         if seeds:
             ids["seed"] = seeds[-1]
         if logs:
             notes["logs"] = logs if len(logs) <= _LOG_LIMIT else "[...]\n" + logs[-_LOG_LIMIT:]
-        metrics = prediction.get("metrics") or {}
-        if isinstance(metrics, dict) and metrics.get("predict_time") is not None:
-            notes["predict_time_s"] = f"{float(metrics['predict_time']):.3f}"
+        reported = prediction.get("metrics") or {}
+        metrics: dict[str, float] = {}
+        if isinstance(reported, dict):
+            for key in ("predict_time", "total_time"):
+                try:
+                    metrics[f"{key}_s"] = float(reported[key])
+                except (KeyError, TypeError, ValueError):
+                    continue
+        if "predict_time_s" in metrics:
+            notes["predict_time_s"] = f"{metrics['predict_time_s']:.3f}"
+        return metrics
 
     def _finish(self, request: GenerationRequest, profile: ReplicateModelProfile, prediction: Mapping[str, Any],
                 client: Any, ids: dict[str, str], notes: dict[str, str], env: dict[str, Any],
-                start: float) -> GenerationResult:
+                start: float, metrics: Mapping[str, float]) -> GenerationResult:
         status = str(prediction.get("status"))
         pid = ids.get("prediction_id", "?")
         if status == "failed":
@@ -597,8 +647,8 @@ class ReplicateBackend(Backend):
                 notes["size_mismatch"] = got
         return GeneratedImage(request=request, image=image, backend_ids=dict(ids),
                               latency_s=time.monotonic() - start, cost_usd=profile.price_per_image,
-                              flags=frozenset(flags), notes=notes, environment=env, original_bytes=payload,
-                              original_format=fmt)
+                              flags=frozenset(flags), notes=notes, environment=env, metrics=dict(metrics),
+                              original_bytes=payload, original_format=fmt)
 
     def _download(self, client: Any, output: Any, pid: str) -> bytes:
         """Bytes of one output: a ``data:`` URI, an ``http(s)`` URL string, or a ``FileOutput``."""

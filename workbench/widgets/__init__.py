@@ -18,10 +18,10 @@ except ImportError as exc:  # a missing extra names what to install
 
     raise MissingDependencyError("ipywidgets", "notebook") from exc
 
-from .comparison import ComparisonGrid, latest_parent_run
-from .detail import RunDetail, reproduce_function
+from .comparison import ComparisonGrid, shared_parent_run
+from .detail import RunDetail
 from .explorer import TemplateExplorer
 from .view import PAGED, SIDE_BY_SIDE, GridView, build_view
 
-__all__ = ["ComparisonGrid", "TemplateExplorer", "RunDetail", "GridView", "build_view", "latest_parent_run",
-           "reproduce_function", "SIDE_BY_SIDE", "PAGED"]
+__all__ = ["ComparisonGrid", "TemplateExplorer", "RunDetail", "GridView", "build_view", "shared_parent_run",
+           "SIDE_BY_SIDE", "PAGED"]

@@ -1,9 +1,9 @@
 """``ComparisonGrid``: an interactive comparison grid over the runs of an experiment, read from MLflow.
 
 Nothing is regenerated: the runs, their parameters and their PNGs come from the tracking store.
-Choose the row and column factors, hold the other factors at a level, page through rows, click a
-cell for the run's details, export the view as a labelled PNG (the renderer of ``workbench grid``)
-logged to the experiment's latest parent run.
+Choose the row and column factors, hold the other factors at a level, page through the grid (never
+more than ``page_size`` tiles on a page), click a cell for the run's details, export the view as a
+labelled PNG (the renderer of ``workbench grid``) logged to the parent run of the runs shown.
 
 Widget trees are built by plain functions (``tiles.tile_widget``, ``tiles.grid_widget``), so everything
 here works and is tested without a browser; the state lives in plain attributes (``view``, ``data``,
@@ -16,7 +16,7 @@ import dataclasses
 import html
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ import ipywidgets as w
 
 from ..config import workbench_home
 from ..errors import UserInputError
-from ..grid import GridData, render_grid, save_png_atomic
-from ..tracking import KIND_TAG, Tracker
+from ..grid import GridData, render_grid, safe_name, save_png_atomic
+from ..tracking import Tracker
 from ..types import RunRecord
 from .detail import RunDetail, detail_panel, load_detail
 from .thumbnails import ThumbnailCache
@@ -42,21 +42,21 @@ from .view import (
     seed_levels,
 )
 
-__all__ = ["ComparisonGrid", "latest_parent_run"]
+__all__ = ["ComparisonGrid", "shared_parent_run"]
 
 
-def latest_parent_run(tracker: Tracker, experiment: str) -> str | None:
-    """The run id of the latest ``workbench run`` of ``experiment`` (a parent run), if any."""
-    exp_id = tracker.experiment_id(experiment, create=False)
-    if exp_id is None:
-        return None
-    runs = tracker.client.search_runs([exp_id], filter_string=f"tags.`{KIND_TAG}` = 'parent'", max_results=1,
-                                      order_by=["attributes.start_time DESC"])
-    return runs[0].info.run_id if runs else None
+PARENT_TAG = "mlflow.parentRunId"
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("._") or "grid"
+def shared_parent_run(tracker: Tracker, records: Sequence[RunRecord]) -> str | None:
+    """The parent run (the ``workbench run``) that logged ``records``; the newest one when they came
+    from several runs of the spec, None when none has a parent."""
+    parents = sorted({r.tags[PARENT_TAG] for r in records if r.tags.get(PARENT_TAG)})
+    if len(parents) <= 1:
+        return parents[0] if parents else None
+    # several sweeps filled this view: the newest of those parents (a later re-run that generated
+    # nothing shown here is not among them)
+    return max(parents, key=lambda run_id: tracker.client.get_run(run_id).info.start_time or 0)
 
 
 class ComparisonGrid:
@@ -69,7 +69,8 @@ class ComparisonGrid:
             defaults to the first varying factor).
         where: hold other factors at these levels (default: their most common level, the base).
             ``where={"seed": "2"}`` shows one seed at a time, starting with seed 2.
-        page_size: at most this many tiles per page (whole rows); only the page shown is loaded.
+        page_size: at most this many tiles per page: whole rows while a row fits, else part of one row
+            (its columns are paged too); only the page shown is loaded.
         seeds: ``"side by side"`` or ``"one at a time"`` when seed is not an axis.
 
     Example:
@@ -77,7 +78,7 @@ class ComparisonGrid:
         >>> grid  # the widget, in a notebook  # doctest: +SKIP
         >>> grid.data.col_levels, grid.thumbnail_loads  # doctest: +SKIP
         (['golden hour', 'overcast', 'neon night'], 9)
-        >>> grid.export()  # a labelled PNG, logged to the latest parent run  # doctest: +SKIP
+        >>> grid.export()  # a labelled PNG, logged to the runs' parent run  # doctest: +SKIP
     """
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, rows: str = SEED,
@@ -143,29 +144,49 @@ class ComparisonGrid:
 
     @property
     def rows_per_page(self) -> int:
-        return max(1, self.page_size // self.view.tiles_per_row) if self.view else 1
+        return self.view.page_shape(self.page_size)[0] if self.view else 1
+
+    @property
+    def columns_per_page(self) -> int:
+        """Tile columns per page: all of them unless one row alone holds more than ``page_size`` tiles."""
+        return self.view.page_shape(self.page_size)[1] if self.view else 1
+
+    @property
+    def column_pages(self) -> int:
+        """How many pages one band of rows spans (1 unless rows are wider than ``page_size``)."""
+        return max(1, math.ceil(len(self.view.tile_columns) / self.columns_per_page)) if self.view else 1
 
     @property
     def pages(self) -> int:
-        return max(1, math.ceil(len(self.view.row_levels) / self.rows_per_page)) if self.view else 1
+        if not self.view:
+            return 1
+        return max(1, math.ceil(len(self.view.row_levels) / self.rows_per_page)) * self.column_pages
 
     @property
     def visible_rows(self) -> list[str]:
         if not self.view:
             return []
-        start = self.page * self.rows_per_page
+        start = (self.page // self.column_pages) * self.rows_per_page
         return self.view.row_levels[start:start + self.rows_per_page]
+
+    @property
+    def visible_columns(self) -> list[tuple[str, str]]:
+        """(column level, seed) of the tile columns on the page shown (pages go across, then down)."""
+        if not self.view:
+            return []
+        start = (self.page % self.column_pages) * self.columns_per_page
+        return self.view.tile_columns[start:start + self.columns_per_page]
 
     @property
     def visible_cells(self) -> list[tuple[str, str, str]]:
         """(row, column, seed) of every tile on the page shown ("" as seed when seed is an axis)."""
-        if not self.view:
-            return []
-        return [(r, c, s) for r in self.visible_rows for c in self.view.col_levels for s in self.view.seeds]
+        return [(r, c, s) for r in self.visible_rows for c, s in self.visible_columns]
 
     @property
     def visible_run_ids(self) -> list[str]:
-        return self.view.run_ids(self.visible_rows) if self.view else []
+        if not self.view:
+            return []
+        return [run_id for key in self.visible_cells if (run_id := self.view.cell(*key).run_id)]
 
     @property
     def thumbnail_loads(self) -> int:
@@ -236,7 +257,8 @@ class ComparisonGrid:
 
     def export(self, path: str | Path | None = None, *, log: bool = True) -> Path:
         """Save the current view (every page) as a labelled PNG with ``grid.render_grid``, and log it
-        under ``grids/`` of the experiment's latest parent run (``log=False``: the file only)."""
+        under ``grids/`` of the parent run that logged the runs shown (``shared_parent_run``;
+        ``log=False``: the file only)."""
         if self.view is None:
             raise UserInputError(f"experiment '{self.experiment}' has no runs to export")
         data = self.view.to_grid_data()
@@ -259,9 +281,10 @@ class ComparisonGrid:
         if path is None:
             held = "-".join(f"{k}={v}" for k, v in sorted(data.fixed.items()))[:80]
             name = f"notebook-{self.cols}-x-{self.rows}" + (f"-{held}" if held else "")
-            path = workbench_home() / "grids" / _safe(self.experiment) / f"{_safe(name)}.png"
+            path = workbench_home() / "grids" / safe_name(self.experiment) / f"{safe_name(name)}.png"
         path = save_png_atomic(image, Path(path))
-        parent = latest_parent_run(self.tracker, self.experiment) if log else None
+        shown = [self._by_id[c.run_id] for c in data.cells.values() if c.run_id in self._by_id]
+        parent = shared_parent_run(self.tracker, shown) if log else None
         if parent is not None:
             self.tracker.log_png(parent, image, f"grids/{path.name}")
         self.last_export = (path, parent)
@@ -394,20 +417,27 @@ class ComparisonGrid:
             self.pager.layout.display = "none"
             return
         view = self.view
-        rows = self.visible_rows
+        rows, columns = self.visible_rows, self.visible_columns
         box, self.tiles = grid_widget(view, rows, self.thumbnails.thumbnail, size=self.tile_size,
-                                      on_select=self.open_detail)
+                                      on_select=self.open_detail, columns=columns)
         self.grid_box.children = (box,)
         held = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in view.fixed.items())
         shown = sum(1 for key in self.visible_cells if view.cell(*key).status == "FINISHED")
         notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in view.notes)
+        if self.column_pages > 1:  # say why a row is cut, and how the pages run
+            notes += (f"<br><i>a row holds {view.tiles_per_row} tiles, more than page_size {self.page_size}: "
+                      f"each page shows {self.columns_per_page} columns of one row; next goes across, then "
+                      f"down</i>")
         self.summary.value = (f"<span style='color:#555'>{len(view.row_levels)} × {len(view.col_levels)}"
                               f"{f' × {len(view.seeds)} seeds' if len(view.seeds) > 1 else ''}; {shown} images on "
                               f"this page{f'; held: {held}' if held else ''}{notes}</span>")
         self.pager.layout.display = None if self.pages > 1 else "none"
-        first = self.page * self.rows_per_page + 1
-        self.page_label.value = (f"page {self.page + 1} of {self.pages} (rows {first}–{first + len(rows) - 1} of "
-                                 f"{len(view.row_levels)})")
+        first = (self.page // self.column_pages) * self.rows_per_page + 1
+        where = f"rows {first}–{first + len(rows) - 1} of {len(view.row_levels)}"
+        if self.column_pages > 1:
+            left = (self.page % self.column_pages) * self.columns_per_page + 1
+            where += f"; columns {left}–{left + len(columns) - 1} of {len(view.tile_columns)}"
+        self.page_label.value = f"page {self.page + 1} of {self.pages} ({where})"
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
 

@@ -1,6 +1,6 @@
 """The detail panel of one run: image, every parameter, template and variables, requested vs revised
-prompt with the difference highlighted, metrics, where to find the run in MLflow, and, once the
-``workbench.reproduce`` module exists, a button that regenerates it.
+prompt with the difference highlighted, metrics, where to find the run in MLflow, and a button that
+regenerates it with ``workbench.reproduce`` and shows the verdict.
 
 The HTML is built by pure functions (``detail_html``, ``highlight_prompts``, ``mlflow_link``), tested
 without a browser; ``detail_panel`` only puts it into widgets.
@@ -9,9 +9,6 @@ without a browser; ``detail_panel`` only puts it into widgets.
 from __future__ import annotations
 
 import html
-import importlib
-import inspect
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,10 +16,11 @@ from typing import Any
 
 from ..config import resolve_tracking_uri
 from ..prompt_diff import PromptDiff, diff_prompts
+from ..reproduce import ReproductionReport, reproduce
 from ..types import RunRecord
 
-__all__ = ["RunDetail", "load_detail", "mlflow_link", "highlight_prompts", "detail_html", "reproduce_function",
-           "detail_panel"]
+__all__ = ["RunDetail", "load_detail", "mlflow_link", "highlight_prompts", "detail_html", "batch_size",
+           "reproduction_html", "detail_panel"]
 
 _STYLE = """<style>
 .wb-detail {line-height: 1.45}
@@ -171,66 +169,53 @@ def detail_html(detail: RunDetail) -> str:
     return "\n".join(parts)
 
 
-def reproduce_function() -> Callable[..., Any] | None:
-    """``workbench.reproduce.reproduce`` when that module exists and takes ``tracking_uri``, else None
-    (then the panel shows no reproduce button at all)."""
-    try:
-        module = importlib.import_module("workbench.reproduce")
-    except Exception:  # not written yet, or its extra is missing: no button
-        return None
-    function = getattr(module, "reproduce", None)
-    if not callable(function):
-        return None
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if not any(p.name == "tracking_uri" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return function
+def batch_size(record: RunRecord) -> int:
+    """How many images the run's backend call made (its ``batch_size`` metric; 1 where not logged)."""
+    return max(1, int(record.metrics.get("batch_size", 1) or 1))
 
 
-def _report_text(report: Any) -> str:
-    for name in ("to_text", "summary", "describe"):
-        method = getattr(report, name, None)
-        if callable(method):
-            try:
-                return str(method())
-            except TypeError:
-                continue
-    if hasattr(report, "to_dict"):
-        return json.dumps(report.to_dict(), indent=2, default=str)
-    return str(report)
+def reproduction_html(report: ReproductionReport) -> str:
+    """The verdict in bold, the reproduction run it was logged as, then the whole report."""
+    colour = "#060" if report.bit_exact else "#a60"
+    logged = f" · logged as run <code>{html.escape(report.reproduction_run_id)}</code>" \
+        if report.reproduction_run_id else ""
+    verdict = f"<b style='color:{colour}'>{html.escape(report.verdict)}</b>"
+    return f"<p class='wb-verdict'>verdict: {verdict}{logged}</p><pre>{html.escape(report.to_text())}</pre>"
 
 
 def detail_panel(detail: RunDetail, image: bytes | None, *, tracking_uri: str,
                  on_close: Callable[[], None] | None = None) -> Any:
-    """The panel as widgets: a header with the reproduce button (where ``workbench.reproduce`` provides
-    one) and a close button, then the full image beside the details."""
+    """The panel as widgets: a header with the reproduce button (with a *whole batch* box, ticked when
+    the run was made in a batch: only regenerating that batch can be bit-exact) and a close button, then
+    the full image beside the details."""
     import ipywidgets as w
 
     close = w.Button(description="close", icon="times", layout=w.Layout(width="90px"))
     if on_close is not None:
         close.on_click(lambda _: on_close())
-    actions: list[Any] = [close]
     result = w.HTML()  # the reproduction report, under the header
-    reproduce = reproduce_function()
-    if reproduce is not None:
-        button = w.Button(description="Reproduce", icon="redo", button_style="info",
-                          tooltip="regenerate this run and compare it with the logged image")
+    button = w.Button(description="Reproduce", icon="redo", button_style="info",
+                      tooltip="regenerate this run and compare it with the logged image")
+    size = batch_size(detail.record)
+    whole_batch = w.Checkbox(value=size > 1, description=f"whole batch ({size})", indent=False,
+                             layout=w.Layout(width="140px"),
+                             tooltip="regenerate every image of the batch it was made in, in one call")
+    actions: list[Any] = [button, whole_batch, close] if size > 1 else [button, close]
+    if detail.record.outcome != "FINISHED":
+        button.disabled = whole_batch.disabled = True
+        button.tooltip = "only runs that produced an image can be reproduced"
 
-        def run(_: Any) -> None:
-            button.disabled = True
-            result.value = "<i>reproducing…</i>"
-            try:
-                report = reproduce(detail.record.run_id, tracking_uri=tracking_uri)
-                result.value = f"<pre>{html.escape(_report_text(report))}</pre>"
-            except Exception as exc:  # shown in the panel, never raised into the notebook
-                result.value = f"<pre style='color:#b00'>{html.escape(f'{type(exc).__name__}: {exc}')}</pre>"
-            finally:
-                button.disabled = False
-        button.on_click(run)
-        actions.insert(0, button)
+    def run(_: Any) -> None:
+        button.disabled = True
+        result.value = "<i>reproducing…</i>"
+        try:
+            report = reproduce(detail.record.run_id, tracking_uri=tracking_uri, exact_batch=whole_batch.value)
+            result.value = reproduction_html(report)
+        except Exception as exc:  # shown in the panel, never raised into the notebook
+            result.value = f"<pre style='color:#b00'>{html.escape(f'{type(exc).__name__}: {exc}')}</pre>"
+        finally:
+            button.disabled = False
+    button.on_click(run)
     header = w.HBox([w.HTML(f"<b>run {html.escape(detail.record.run_id)}</b>"),
                      w.HBox(actions, layout=w.Layout(grid_gap="6px"))],
                     layout=w.Layout(justify_content="space-between"))

@@ -66,12 +66,15 @@ def tile_widget(cell: GridCell, label: str, image: bytes | None, *, size: int, t
 
 
 def grid_widget(view: GridView, row_levels: Sequence[str], thumbnail: Callable[[str], bytes], *, size: int,
-                on_select: Callable[[str], None] | None = None
+                on_select: Callable[[str], None] | None = None,
+                columns: Sequence[tuple[str, str]] | None = None
                 ) -> tuple[w.GridBox, dict[tuple[str, str, str], w.VBox]]:
-    """The visible rows of ``view`` as a CSS grid: column labels on top (with a seed sub-row when seeds
-    sit side by side), row labels on the left. ``thumbnail(run_id)`` is called for shown images only."""
+    """The visible part of ``view`` as a CSS grid: ``row_levels`` × ``columns`` ((level, seed) pairs,
+    default all), column labels on top (with a seed sub-row when seeds sit side by side), row labels on
+    the left. ``thumbnail(run_id)`` is called for shown images only."""
     seeds = view.seeds
-    n_cols = len(view.col_levels) * len(seeds)
+    columns = list(view.tile_columns if columns is None else columns)
+    n_cols = len(columns)
     children: list[w.Widget] = []
 
     def label(text: str, css: str, span: int = 1) -> w.HTML:
@@ -82,32 +85,38 @@ def grid_widget(view: GridView, row_levels: Sequence[str], thumbnail: Callable[[
         return box
 
     children.append(label(f"<i>{html.escape(view.rows)} ↓ &nbsp; {html.escape(view.cols)} →</i>", "wb-corner"))
-    for col in view.col_levels:
+    spans: list[tuple[str, int]] = []  # each level over its seeds on this page (a level can span two pages)
+    for col, _ in columns:
+        if spans and spans[-1][0] == col:
+            spans[-1] = (col, spans[-1][1] + 1)
+        else:
+            spans.append((col, 1))
+    for col, span in spans:
         mark = " <span style='color:#777;font-weight:400'>(base)</span>" if col == view.base_col else ""
-        children.append(label(f"{html.escape(col)}{mark}", "wb-col-label", len(seeds)))
+        children.append(label(f"{html.escape(col)}{mark}", "wb-col-label", span))
     if len(seeds) > 1:
         children.append(label("", "wb-corner"))
         children += [label(f"<span style='color:#555'>{html.escape(s)}</span>", "wb-seed-label")
-                     for _ in view.col_levels for s in seeds]
+                     for _, s in columns]
     tiles: dict[tuple[str, str, str], w.VBox] = {}
     for row in row_levels:
         children.append(label(html.escape(row), "wb-row-label"))
-        for col in view.col_levels:
-            for seed in seeds:
-                cell = view.cell(row, col, seed)
-                image = None
-                if cell.status == "FINISHED" and cell.run_id:
-                    try:
-                        image = thumbnail(cell.run_id)
-                    except Exception as exc:  # one unreadable artifact must not cost the whole page
-                        cell = dataclasses.replace(cell, status="missing",
-                                                   reason=f"image unreadable: {type(exc).__name__}")
-                tip = f"{view.rows}={row}, {view.cols}={col}" + (f", {seed}" if seed else "") + " (click for details)"
-                # each tile is labelled with its level (the seed, when seeds sit side by side under it)
-                tile = tile_widget(cell, seed if len(seeds) > 1 else col, image, size=size, tooltip=tip,
-                                   on_select=on_select)
-                tiles[(row, col, seed)] = tile
-                children.append(tile)
+        for col, seed in columns:
+            cell = view.cell(row, col, seed)
+            image = None
+            if cell.status == "FINISHED" and cell.run_id:
+                try:
+                    image = thumbnail(cell.run_id)
+                except Exception as exc:  # one unreadable artifact must not cost the whole page
+                    cell = dataclasses.replace(cell, status="missing",
+                                               reason=f"image unreadable: {type(exc).__name__}")
+            tip = f"{view.rows}={row}, {view.cols}={col}" + (f", {seed}" if seed else "")
+            tip += " (click for details)"
+            # each tile is labelled with its level (the seed, when seeds sit side by side under it)
+            tile = tile_widget(cell, seed if len(seeds) > 1 else col, image, size=size, tooltip=tip,
+                               on_select=on_select)
+            tiles[(row, col, seed)] = tile
+            children.append(tile)
     box = w.GridBox(children, layout=w.Layout(
         grid_template_columns=f"max-content repeat({n_cols}, {size + 8}px)", grid_gap="4px 4px",
         overflow="auto", max_width="100%"))

@@ -122,16 +122,23 @@ class GridView:
     def tiles_per_row(self) -> int:
         return max(1, len(self.col_levels) * len(self.seeds))
 
-    def run_ids(self, row_levels: Sequence[str] | None = None) -> list[str]:
-        """The run ids of the cells in ``row_levels`` (default all), in display order."""
-        out = []
-        for row in self.row_levels if row_levels is None else row_levels:
-            for col in self.col_levels:
-                for seed in self.seeds:
-                    run_id = self.cell(row, col, seed).run_id
-                    if run_id:
-                        out.append(run_id)
-        return out
+    @property
+    def tile_columns(self) -> list[tuple[str, str]]:
+        """(column level, seed) of every tile column, left to right ("" as seed when seed is an axis)."""
+        return [(c, s) for c in self.col_levels for s in self.seeds]
+
+    def page_shape(self, page_size: int) -> tuple[int, int]:
+        """(rows, tile columns) per page so that a page never holds more than ``page_size`` tiles.
+
+        Whole rows while a row fits; a wider row (many seeds side by side, or many levels) is split
+        into column pages, keeping each level's seeds on one page where they fit.
+        """
+        width = self.tiles_per_row
+        if width <= page_size:
+            return max(1, page_size // width), width
+        per_level = len(self.seeds)
+        cols = (page_size // per_level) * per_level if per_level <= page_size else page_size
+        return 1, cols
 
     def column_label(self, col: str, seed: str) -> str:
         return f"{col} · {seed}" if seed else col
