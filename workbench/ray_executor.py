@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,12 +22,12 @@ from urllib.parse import urlparse
 from .config import is_local_sqlite
 from .errors import MissingDependencyError, UserInputError, WorkbenchError
 from .plan import Plan
-from .tracking import KIND_TAG, RUN_KEY_TAG, BackgroundLogger, LoggedRun, Tracker
+from .ray_worker import WORKER_TAG, BatchOutcome, GenerationWorker
+from .tracking import KIND_TAG, RUN_KEY_TAG, BackgroundLogger, Tracker
 from .types import GenerationFailure, GenerationRequest
 
 __all__ = ["RayOptions", "BatchOutcome", "GenerationWorker", "preflight", "execute_on_ray", "WORKER_TAG"]
 
-WORKER_TAG = "workbench.worker"  # host:pid of the Ray worker that generated and logged an image run
 START_TIMEOUT_ENV = "WORKBENCH_RAY_START_TIMEOUT_S"
 DEFAULT_START_TIMEOUT_S = 300.0  # a GPU node an autoscaler adds takes minutes; a local actor ~6 s
 # (MLflow status, workbench.outcome) of an image run that is complete in the store.
@@ -48,60 +47,6 @@ class RayOptions:
     max_deaths_per_batch: int = 3  # a batch whose workers keep dying fails instead of looping forever
     # A worker Ray has not started by then is given up on; None: $WORKBENCH_RAY_START_TIMEOUT_S, else 300 s.
     start_timeout_s: float | None = None
-
-
-@dataclass
-class BatchOutcome:
-    """What a worker sends back for one batch: a line per image, never the image."""
-
-    worker: str
-    logged: list[LoggedRun]
-    statuses: dict[str, str]  # run_key -> FINISHED / FAILED / BLOCKED
-    retries: int = 0
-    oom_splits: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class _Tally:  # runner.Counters for one batch on a worker
-    retries: int = 0
-    oom_splits: int = 0
-
-
-class GenerationWorker:
-    """A Ray actor's body: a backend (and its pipeline cache) loaded once, a tracker to the shared store."""
-
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, experiment: str,
-                 retry: Any) -> None:
-        self.tracker = Tracker(tracking_uri)
-        self.tracker.client  # noqa: B018  connect (and import MLflow) now, before two batches run at once
-        self.experiment_id, self.parent_run_id, self.experiment = experiment_id, parent_run_id, experiment
-        self.retry = retry
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self._device = threading.Lock()  # one batch generates at a time; the other one logs
-        self._stop = threading.Event()
-
-    def where(self) -> str:
-        return self.name
-
-    def run_batch(self, batch: list[GenerationRequest]) -> BatchOutcome:
-        from .backends.registry import get_backend
-        from .runner import generate_with_retry
-
-        started = time.perf_counter()
-        tally = _Tally()
-        with self._device:  # also guards the first import of a backend: never two threads at once
-            backend = get_backend(batch[0].backend)
-            results = generate_with_retry(backend, batch, self.retry, tally, self._stop)
-        # The batch is reported only once every image is in the store: a worker that dies before
-        # this return loses nothing the driver believes is safe.
-        logger = BackgroundLogger(self.tracker, self.experiment_id, self.parent_run_id, experiment=self.experiment,
-                                  extra_tags={WORKER_TAG: self.name})
-        for result in results:
-            logger.submit(result)
-        return BatchOutcome(worker=self.name, logged=logger.close(),
-                            statuses={r.request.run_key: r.status for r in results}, retries=tally.retries,
-                            oom_splits=tally.oom_splits, seconds=time.perf_counter() - started)
 
 
 @dataclass
