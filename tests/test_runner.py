@@ -320,3 +320,47 @@ def test_grid_writers_never_collide_on_one_path(tmp_path: Path) -> None:
     with Image.open(target) as image:
         assert image.getpixel((0, 0)) in {(255, 0, 0), (0, 0, 255)}
     assert [p.name for p in target.parent.iterdir()] == ["grid-seed.png"]
+
+
+def test_logging_runs_off_the_generating_thread(tracking_uri: str, fake_backend, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from workbench import tracking
+
+    generating: set[str] = set()
+    logging_on: set[str] = set()
+    real_generate, real_log = fake_backend.generate, tracking.Tracker.log_image_run
+
+    def generate(batch):  # type: ignore[no-untyped-def]
+        generating.add(threading.current_thread().name)
+        return real_generate(batch)
+
+    def log_image_run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        logging_on.add(threading.current_thread().name)
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(fake_backend, "generate", generate)
+    monkeypatch.setattr(tracking.Tracker, "log_image_run", log_image_run)
+    summary = run_experiment(make_spec(), tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
+    assert summary.ok and summary.finished == 8
+    assert generating == {threading.main_thread().name}
+    assert logging_on and all(name.startswith("workbench-log-") for name in logging_on), logging_on
+
+
+def test_a_second_sweep_in_the_process_reuses_the_loaded_pipeline(tracking_uri: str, embedded_model: Path,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers
+
+    spec = {"name": "cached", "prompt": "a red circle", "backend": "diffusers", "model": "embedded:tiny-sd",
+            "params": {"width": 64, "height": 64, "steps": 2}, "seeds": [1]}
+    first = run_experiment(parse_spec(spec), tracking_uri=tracking_uri, progress=False, make_grids=False)
+
+    def no_reload(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the pipeline was loaded again")
+
+    monkeypatch.setattr(diffusers.AutoPipelineForText2Image, "from_pretrained", no_reload)
+    second = run_experiment(parse_spec({**spec, "seeds": [2], "vary": {"scheduler": ["ddim"]}}),
+                            tracking_uri=tracking_uri, progress=False, make_grids=False)
+    assert first.ok and second.ok and second.finished == 2  # a new seed and a scheduler swap: no reload
