@@ -14,7 +14,6 @@ from PIL import Image
 from tests.standins import (FAKE_OPENAI_KEY, FAKE_REPLICATE_TOKEN, OpenAIStandin, ReplicateStandin, openai_env,
                             openai_standin, replicate_env, replicate_standin)
 from workbench.backends import registry
-from workbench.backends.openai import OpenAIBackend
 from workbench.backends.replicate import ReplicateBackend
 from workbench.cli import cli
 from workbench.runner import RetryPolicy, run_experiment

@@ -11,7 +11,6 @@ when WORKBENCH_REQUIRE_BROWSER=1 (CI), so that a broken install cannot pass as a
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from tests.browser.lab import CHROMIUM_ARGS, find_chromium, jupyterlab
 from tests.browser.stores import quickstart_store
+from tests.requirements import missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,9 +55,7 @@ def require_browser() -> None:
     """Skip without a browser, or fail when WORKBENCH_REQUIRE_BROWSER=1 says it must be there."""
     reason = browser_missing()
     if reason:
-        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"WORKBENCH_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
+        missing(reason, "WORKBENCH_REQUIRE_BROWSER")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from tests.requirements import missing
 from tests.test_server import free_port
 from workbench.metadata import read_png_metadata
 from workbench.runner import run_experiment
@@ -91,9 +92,7 @@ def started_team_server() -> Iterator[TeamServer]:
     """A team server of its own (folder, ports) from deploy/team-server.sh, stopped and removed afterwards."""
     reason = initdb_missing()
     if reason:
-        if os.environ.get("WORKBENCH_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"WORKBENCH_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
+        missing(reason, "WORKBENCH_REQUIRE_POSTGRES")
     # Under /tmp itself, not pytest's tmp_path: as root the cluster runs as the `postgres` user, which cannot
     # enter /tmp/pytest-of-root (0700); the short path also keeps the unix socket under 107 bytes.
     folder = Path(tempfile.mkdtemp(prefix="wb-team-", dir="/tmp"))

@@ -132,18 +132,20 @@ class ExperimentSpec(BaseModel):
             seen.add(s)
         return seeds
 
+    def axes(self) -> list[tuple[str, list[Any]]]:
+        """Every varied factor with its levels: the ``vary`` factors, then the grid's rows and cols."""
+        grid = [(a.factor, a.levels) for a in (self.grid.rows, self.grid.cols)] if self.grid else []
+        return [*self.vary.items(), *grid]
+
     @model_validator(mode="after")
     def _check(self) -> ExperimentSpec:
         if (self.template is None) == (self.prompt is None):
             raise ValueError("give exactly one of 'template' (a library template name) or 'prompt' "
                              "(a literal prompt)")
         touched: dict[str, str] = {}
-        factors = list(self.vary.items())
-        if self.grid:
-            if self.grid.rows.factor == self.grid.cols.factor:
-                raise ValueError(f"grid: rows and cols both vary '{self.grid.rows.factor}'; pick two factors")
-            factors += [(self.grid.rows.factor, self.grid.rows.levels),
-                        (self.grid.cols.factor, self.grid.cols.levels)]
+        if self.grid and self.grid.rows.factor == self.grid.cols.factor:
+            raise ValueError(f"grid: rows and cols both vary '{self.grid.rows.factor}'; pick two factors")
+        factors = self.axes()
         used = {self.backend} | {str(level).partition(":")[0] for factor, levels in factors if factor == "backend"
                                  for level in levels}
         for name in self.backend_options:
@@ -368,8 +370,7 @@ def _factor_key(spec: ExperimentSpec, factor: str) -> str:
 def _check_template_variables(spec: ExperimentSpec, library: Any) -> None:
     """Every variable given must reach a template: none is silently dropped, no cell repeats the base."""
     templates = {spec.template}
-    axes = [*spec.vary.items()] + ([(spec.grid.rows.factor, spec.grid.rows.levels),
-                                    (spec.grid.cols.factor, spec.grid.cols.levels)] if spec.grid else [])
+    axes = spec.axes()
     for factor, levels in axes:
         if factor == "template":
             templates.update(levels)

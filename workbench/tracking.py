@@ -135,13 +135,12 @@ class Tracker:
     def __init__(self, tracking_uri: str | None = None) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
         self._client: MlflowClient | None = None
-        self._lock = threading.Lock()
-        self._client_lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: experiment_id holds it while the client may be made
 
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            with self._client_lock:  # logging threads may be the first to ask: one client, made once
+            with self._lock:  # logging threads may be the first to ask: one client, made once
                 if self._client is None:
                     self._client = self._connect()
         return self._client

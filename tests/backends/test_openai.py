@@ -20,7 +20,6 @@ from workbench.backends.registry import get_backend
 from workbench.errors import (
     AuthenticationError,
     BackendError,
-    InvalidResponseError,
     MissingDependencyError,
     QuotaError,
     RateLimitError,
