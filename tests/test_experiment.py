@@ -164,6 +164,17 @@ def test_a_template_variable_crossed_with_the_template_axis_is_allowed() -> None
     assert len(expand(s)) == 5  # the base cell and the 2 × 2 grid: concept_art takes var.subject too
 
 
+def test_a_variable_of_one_template_crossed_with_the_template_axis_reaches_that_template_only() -> None:
+    s = parse_spec({"name": "p", "template": "photoreal", "backend": "fake", "model": "m", "seeds": [1],
+                    "grid": {"rows": {"factor": "template", "levels": ["photoreal", "concept_art"]},
+                             "cols": {"factor": "var.mood", "levels": ["ominous"]}}})  # concept_art's, not photoreal's
+    requests = expand(s)
+    (concept,) = [r for r in requests if r.template == "concept_art"]
+    assert concept.variables["mood"] == "ominous" and "ominous" in concept.prompt
+    # photoreal has no mood: its cell of the grid is its base image (one request, deduplicated by run key)
+    assert [r.variables.get("mood") for r in requests if r.template == "photoreal"] == [None]
+
+
 def test_checks_across_keys_are_located_at_their_key() -> None:
     with pytest.raises(SpecError, match=re.escape("at 'vary.steps': level 2.5 is not a positive whole number")):
         spec(vary={"steps": [2.5]})

@@ -403,13 +403,9 @@ def _render(spec: ExperimentSpec, settings: dict[str, Any], library: Any,
     if settings["template"] is not None:
         template = library.get(settings["template"])
         declared = template.variables
-        given = settings["variables"]
-        unknown = sorted(set(given) - set(declared))
-        if unknown and "template" not in spec.vary:
-            raise SpecError(f"variables: template '{template.name}' has no variable(s) {unknown}; its variables "
-                            f"are {sorted(declared)}")
-        # Varying the template: each template takes the variables it declares.
-        rendered = template.render({k: v for k, v in given.items() if k in declared})
+        # Each template takes the variables it declares; _check_template_variables made sure that every
+        # variable given reaches one of the spec's templates.
+        rendered = template.render({k: v for k, v in settings["variables"].items() if k in declared})
         negative = rendered.negative_prompt if settings["negative_prompt"] is None else settings["negative_prompt"]
         result = (rendered.prompt, negative, rendered.version, dict(rendered.variables))
     else:
