@@ -7,7 +7,7 @@ WB     := $(VENV)/bin/workbench
 # torch's CPU build is pinned (a plain `torch` pulls a multi-GB CUDA build).
 TORCH  := torch==2.13.0
 
-.PHONY: demo test test-fast install install-test browser-deps postgres-deps embedded ui bench-cpu bench-gpu clean help
+.PHONY: demo test test-fast install install-test browser-deps postgres-deps embedded ui bench-cpu bench-gpu bench-server clean help
 
 help:
 	@echo "make demo       set up .venv, build the embedded model, run experiments/quickstart.yaml"
@@ -66,6 +66,10 @@ ui: install
 bench-cpu: install
 	$(PY) benchmarks/throughput.py --device cpu
 	$(PY) benchmarks/plan_scale.py
+
+# The tracking-server figures of docs/scale.md (MLflow's HTTP servers; a minute or two, any machine).
+bench-server: install
+	$(PY) benchmarks/keepalive.py
 
 # On a machine with an NVIDIA GPU (builds SD 1.5's architecture with random weights: no download).
 bench-gpu: install

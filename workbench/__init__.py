@@ -13,7 +13,7 @@ from .backends.registry import get_backend, list_backends, register_backend
 from .errors import *  # noqa: F403  (the exception tree is public)
 from .errors import __all__ as _errors_all
 from .experiment import ExperimentSpec, expand, load_spec, parse_spec
-from .grid import grid_from_records, render_grid
+from .grid import grid_from_records, render_grid, resolve_where
 from .hashing import canonical_json, run_key
 from .plan import Plan, make_plan
 from .reproduce import ReproductionReport, reproduce
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend", "Capabilities", "get_backend", "list_backends", "register_backend",
     "ExperimentSpec", "expand", "load_spec", "parse_spec",
-    "grid_from_records", "render_grid", "canonical_json", "run_key",
+    "grid_from_records", "render_grid", "resolve_where", "canonical_json", "run_key",
     "Plan", "make_plan", "RunSummary", "run_experiment", "RayOptions", "Tracker", "reproduce", "ReproductionReport",
     "GeneratedImage", "GenerationFailure", "GenerationRequest", "RunRecord",
     *_errors_all,
