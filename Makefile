@@ -79,7 +79,7 @@ bench-gpu: install
 # machine has no network, so point PY at its Python, e.g. `make train-demo-model PY=python3 ARGS="--steps 6000"`.
 .PHONY: train-demo-model
 train-demo-model:
-	$(PY) -m workbench.shapes.train --out models/shapes-demo --device cuda --seed 0 $(ARGS)
+	$(PY) -m workbench.models.shapes.train --out models/shapes-demo --device cuda --seed 0 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .workbench .pytest_cache

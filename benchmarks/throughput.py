@@ -39,11 +39,11 @@ def build_sd15_random(folder: Path) -> Path:
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from workbench.embedded import _WORDS, tokenizer_files
+    from workbench.models.tokenizer import LIBRARY_WORDS, tokenizer_files
 
     if (folder / "model_index.json").is_file():
         return folder
-    vocab, merges = tokenizer_files(_WORDS)
+    vocab, merges = tokenizer_files(LIBRARY_WORDS)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
                                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
@@ -146,7 +146,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="wb-bench-"))
     os.environ["WORKBENCH_HOME"] = str(home)
     os.environ["WORKBENCH_DEVICE"] = args.device
-    from workbench import embedded
+    from workbench.models import embedded
     from workbench.backends.registry import get_backend
     from workbench.experiment import expand, parse_spec
 

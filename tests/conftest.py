@@ -67,7 +67,7 @@ def tracking_uri(tmp_path: Path, migrated_db: Path) -> str:
 def embedded_model(session_home: Path) -> Path:
     """The embedded tiny pipeline, built once per session."""
     os.environ["WORKBENCH_HOME"] = str(session_home)
-    from workbench import embedded
+    from workbench.models import embedded
 
     return embedded.build("tiny-sd")
 

@@ -20,7 +20,7 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 
 
 def embedded_model_path() -> Path:
-    from workbench import embedded
+    from workbench.models import embedded
 
     return embedded.embedded_path("embedded:tiny-sd")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.shapes import dataset, scorer
-from workbench.shapes.dataset import ATTRIBUTES, HELD_OUT, caption, parse_prompt, sample
+from workbench.models.shapes import dataset, scorer
+from workbench.models.shapes.dataset import ATTRIBUTES, HELD_OUT, caption, parse_prompt, sample
 from workbench.templates import TemplateLibrary
 
 
@@ -63,7 +63,7 @@ def test_parse_prompt_round_trips_every_caption() -> None:
 
 
 def test_caption_words_are_single_tokens() -> None:
-    from workbench.shapes.train import build_tokenizer
+    from workbench.models.shapes.train import build_tokenizer
 
     tokenizer = build_tokenizer()
     for word in dataset.WORDS:
@@ -129,7 +129,7 @@ def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> No
     import yaml
 
     from workbench.backends.diffusers import DiffusersBackend
-    from workbench.shapes import train
+    from workbench.models.shapes import train
     from workbench.types import GeneratedImage, GenerationRequest
 
     out = tmp_path / "shapes-tiny"
@@ -161,7 +161,7 @@ def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
     import copy
     import hashlib
 
-    from workbench.shapes import train
+    from workbench.models.shapes import train
 
     cfg = copy.deepcopy(train.CONFIGS["tiny"])
     cfg.update(images=64, vae_steps=3, unet_steps=3, score_prompts=1, score_steps=2)

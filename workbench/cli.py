@@ -235,7 +235,7 @@ def embedded() -> None:
 @handle_errors
 def embedded_build(name: str, force: bool) -> None:
     """Build the embedded model into the workbench home (deterministic; seconds)."""
-    from . import embedded as emb
+    from .models import embedded as emb
 
     path = emb.build(name, force=force)
     out.print(f"embedded model [bold]embedded:{name}[/] ready at {path}")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import embedded
+from workbench.models import embedded
 from workbench.backends.diffusers import DiffusersBackend
 from workbench.errors import UnsupportedRequestError
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest

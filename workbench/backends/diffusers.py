@@ -1,6 +1,6 @@
 """Local generation with Hugging Face diffusers.
 
-- Models: ``embedded:NAME`` (built in code, see ``workbench.embedded``), a local folder saved with
+- Models: ``embedded:NAME`` (built in code, see ``workbench.models.embedded``), a local folder saved with
   ``save_pretrained``, or a hub id ``owner/name`` (optionally ``owner/name@revision``).
 - Device and dtype: CUDA with fp16 (bf16 where ``options.dtype`` says so), Apple MPS with fp16,
   else CPU with fp32 (fp16 kernels are missing on CPU). ``WORKBENCH_DEVICE`` overrides.
@@ -21,12 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import embedded
+from ..models import embedded
 from ..environment import base_environment, package_version
 from ..errors import BackendError, MissingDependencyError, OutOfMemoryError, UnsupportedRequestError
 from ..schedulers import SCHEDULERS, scheduler_spec
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
-from ..weights import weights_hash
+from ..models.weights import weights_hash
 from .base import Backend, Capabilities
 
 __all__ = ["DiffusersBackend", "resolve_model"]

@@ -1,6 +1,6 @@
-"""Train the shapes demo model: ``python -m workbench.shapes.train --out DIR [--steps N] [--tiny]``.
+"""Train the shapes demo model: ``python -m workbench.models.shapes.train --out DIR [--steps N] [--tiny]``.
 
-A diffusers ``StableDiffusionPipeline`` trained from scratch on ``workbench.shapes.dataset``:
+A diffusers ``StableDiffusionPipeline`` trained from scratch on ``workbench.models.shapes.dataset``:
 
 1. an AutoencoderKL (64×64×3 → 16×16×4) on the drawn images (MSE + a tiny KL term);
 2. then a UNet2DConditionModel and a CLIPTextModel jointly (epsilon prediction, DDPM noise schedule),
@@ -8,7 +8,7 @@ A diffusers ``StableDiffusionPipeline`` trained from scratch on ``workbench.shap
    captions replaced by "" or by the shapes template's negative prompt (classifier-free guidance),
    linear warm-up then cosine learning rate, bf16 autocast on CUDA, EMA weights;
 3. ``save_pretrained`` in fp16 safetensors (the EMA weights), then the saved folder is loaded back and
-   scored with ``workbench.shapes.scorer`` on the held-out prompts at guidance 1, 3, 5 and 7.5
+   scored with ``workbench.models.shapes.scorer`` on the held-out prompts at guidance 1, 3, 5 and 7.5
    (20 DPM-Solver steps, one CPU generator per image, seed = prompt index), and a model card
    ``README.md`` (plus ``training.yaml`` and ``samples.png``) is written beside the weights.
 
@@ -75,7 +75,7 @@ def build_tokenizer(max_tokens: int = 32) -> Any:
     """Our word-level CLIP tokenizer: every word of the caption grammar is one token."""
     from transformers import CLIPTokenizer
 
-    from ..embedded import tokenizer_files
+    from ..tokenizer import tokenizer_files
 
     vocab, merges = tokenizer_files(dataset.WORDS)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)
@@ -371,15 +371,15 @@ tags: [workbench, shapes, demo, tiny]
 ---
 # shapes demo model (workbench)
 
-A tiny text-to-image model trained from scratch by `python -m workbench.shapes.train` on drawn shapes:
+A tiny text-to-image model trained from scratch by `python -m workbench.models.shapes.train` on drawn shapes:
 one shape ({", ".join(dataset.SHAPES)}) in one of {len(dataset.COLOURS)} colours, 2 sizes, 5 positions,
 on one of {len(dataset.BACKGROUNDS)} backgrounds, 64×64. Prompts follow the caption grammar of
-`workbench.shapes.dataset`, e.g. "a large red circle on the left, white background" (the `shapes`
+`workbench.models.shapes.dataset`, e.g. "a large red circle on the left, white background" (the `shapes`
 template renders it). Load it like any saved pipeline (`StableDiffusionPipeline.from_pretrained(folder)`),
 or pass this folder as the model of the workbench's diffusers backend.
 
 ## Data
-- {cfg['images']:,} images drawn by `workbench.shapes.dataset.sample(n, seed={report['seed']})`
+- {cfg['images']:,} images drawn by `workbench.models.shapes.dataset.sample(n, seed={report['seed']})`
   (flat colours, no anti-aliasing, ±{dataset.POSITION_JITTER} px position and ±{dataset.SIZE_JITTER} px size jitter),
   captions in {dataset.STYLES} paraphrases.
 - Held out of training (never drawn): the (shape, colour, position) triples {held}.
@@ -404,7 +404,7 @@ or pass this folder as the model of the workbench's diffusers backend.
 
 ## Adherence on the held-out prompts
 {len(report["score_prompts"])} prompts, {cfg["score_steps"]} DPM-Solver steps, negative prompt "{dataset.NEGATIVE_PROMPT}", one CPU
-generator per image (seed = prompt index), scored by pixel checks (`workbench.shapes.scorer`):
+generator per image (seed = prompt index), scored by pixel checks (`workbench.models.shapes.scorer`):
 
 {chr(10).join(table)}
 
@@ -417,7 +417,7 @@ generator per image (seed = prompt index), scored by pixel checks (`workbench.sh
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.shapes.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.models.shapes.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder to write the pipeline and model card to")
     parser.add_argument("--steps", type=int, help="UNet + text encoder steps (default: 8000, tiny: 20)")
     parser.add_argument("--vae-steps", type=int, help="VAE steps (default: 2500, tiny: 20)")

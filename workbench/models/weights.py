@@ -18,7 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .config import workbench_home
+from ..config import workbench_home
 
 __all__ = ["weights_hash", "WEIGHT_SUFFIXES"]
 

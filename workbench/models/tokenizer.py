@@ -1,34 +1,19 @@
-"""The embedded default model: a tiny Stable-Diffusion-style pipeline built in code.
+"""Our own small CLIP tokenizer files: a word list and byte-level BPE merges learned from it.
 
-No download, no GPU: ``build("tiny-sd")`` creates a UNet2DConditionModel, an AutoencoderKL, a
-CLIPTextModel and our own word-level CLIP tokenizer from fixed seeds, saves them with
-``save_pretrained`` and returns the folder, which the diffusers backend then loads through the
-ordinary ``from_pretrained`` path. The weights are random: images show the plumbing (seeds,
-batching, tracking, grids, reproduction), not a learned picture. Build twice, get the same bytes.
-
-Models are referred to as ``embedded:NAME`` in specs.
+No tokenizer is downloaded: ``tokenizer_files(words)`` returns a vocabulary and merges in CLIP's
+format in which each of ``words`` is one token and anything else falls back to single bytes (never
+unknown). ``LIBRARY_WORDS`` covers the built-in template library, so its prompts count tokens the way
+a real CLIP tokenizer would; the shapes model uses its own grammar's words.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, defaultdict
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
 
-from .config import workbench_home
-from .errors import UnsupportedRequestError
-
-__all__ = ["EMBEDDED_MODELS", "embedded_path", "build", "is_embedded", "PREFIX", "quiet_hf_logging"]
-
-PREFIX = "embedded:"
-BUILD_VERSION = 2  # bump when the recipe changes: old builds are then rebuilt
+__all__ = ["LIBRARY_WORDS", "tokenizer_files"]
 
 # Words the tokenizer knows whole; anything else falls back to single bytes (never unknown).
-_WORDS = """
+LIBRARY_WORDS = """
 a an the of and with in on at by for from to under over near behind beside above below into
 photo photograph portrait close-up closeup shot image picture render illustration painting drawing sketch
 diagram chart flowchart architecture map poster icon logo concept art product studio seamless background
@@ -51,7 +36,7 @@ matte oil watercolor digital trending artstation octane unreal engine
 
 # The words of the built-in template library, so their prompts count tokens the way a real CLIP
 # tokenizer would (a word outside the vocabulary costs one token per letter).
-_WORDS += """
+LIBRARY_WORDS += """
 about accent accurate across action add afternoon afterwards against aligned allowed alone anatomy
 ancestral angles another any anything aperture api area around as ask asymmetrical atmosphere
 atmospheres atmospheric awe backdrop backdrops backend backends backgrounds backlight balancer
@@ -161,92 +146,3 @@ def tokenizer_files(words: list[str]) -> tuple[dict[str, int], list[tuple[str, s
     for left, right in merges:
         vocab.setdefault(left + right, len(vocab))
     return vocab, merges
-
-
-def quiet_hf_logging() -> None:
-    """Silence diffusers/transformers load bars and notices: they would drown our own progress."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read at transformers' import
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-
-
-def _build_tiny_sd(folder: Path) -> None:
-    quiet_hf_logging()
-    import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    vocab, merges = tokenizer_files(_WORDS)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, vocab_size=len(vocab), hidden_size=32,
-        intermediate_size=64, num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
-        layer_norm_eps=1e-5, projection_dim=32))
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[16, 32, 32],
-                        down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-                        layers_per_block=1, norm_num_groups=8, sample_size=64)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=8)
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                            num_train_timesteps=1000, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
-
-
-EMBEDDED_MODELS: dict[str, dict[str, Any]] = {
-    "tiny-sd": {
-        "build": _build_tiny_sd,
-        "description": "random-weight Stable Diffusion architecture, 64x64, ~1 M parameters, CPU in seconds",
-        "default_size": (64, 64),
-    },
-}
-
-
-def is_embedded(model: str) -> bool:
-    return model.startswith(PREFIX)
-
-
-def _name(model: str) -> str:
-    name = model[len(PREFIX):] if is_embedded(model) else model
-    if name not in EMBEDDED_MODELS:
-        raise UnsupportedRequestError(
-            f"unknown embedded model '{model}'; embedded models: "
-            + ", ".join(PREFIX + n for n in EMBEDDED_MODELS))
-    return name
-
-
-def embedded_path(model: str) -> Path:
-    """Folder of an embedded model (it may not be built yet)."""
-    return workbench_home() / "models" / f"{_name(model)}-v{BUILD_VERSION}"
-
-
-def build(model: str = "tiny-sd", *, force: bool = False) -> Path:
-    """Build ``embedded:NAME`` into the workbench home (atomically) and return its folder."""
-    name = _name(model)
-    target = embedded_path(name)
-    if (target / "model_index.json").is_file() and not force:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build into a temp folder and rename, so a killed build never leaves a half-written model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        EMBEDDED_MODELS[name]["build"](tmp)
-        (tmp / "workbench_embedded.json").write_text(json.dumps({"name": name, "build_version": BUILD_VERSION}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -1,8 +1,8 @@
 """The shapes visual language: a procedural dataset, an adherence scorer and a demo-model trainer.
 
-- ``workbench.shapes.dataset``: drawn 64×64 shapes, their caption grammar, ``parse_prompt``, ``HELD_OUT``.
-- ``workbench.shapes.scorer``: pixel-check adherence scores (colour, shape, size, position, background).
-- ``workbench.shapes.train``: ``python -m workbench.shapes.train --out DIR`` trains a diffusers pipeline.
+- ``workbench.models.shapes.dataset``: drawn 64×64 shapes, their caption grammar, ``parse_prompt``, ``HELD_OUT``.
+- ``workbench.models.shapes.scorer``: pixel-check adherence scores (colour, shape, size, position, background).
+- ``workbench.models.shapes.train``: ``python -m workbench.models.shapes.train --out DIR`` trains a diffusers pipeline.
 
 Importing this package needs numpy and PIL only; ``train`` imports torch and diffusers.
 """
