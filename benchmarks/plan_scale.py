@@ -31,7 +31,7 @@ def main() -> None:
     os.environ["WORKBENCH_HOME"] = str(home)
     from throughput import fresh_store, write_section
 
-    from workbench.experiment import parse_spec
+    from workbench.experiments.spec import parse_spec
     from workbench.plan import make_plan
     from workbench.runner import run_plan
     from workbench.tracking import Tracker

@@ -33,7 +33,7 @@ def sweep(name: str, args: argparse.Namespace, workers: int | None) -> tuple[flo
     """Seconds for the whole sweep, and the steady rate in images/s once the first batch is logged."""
     from throughput import fresh_store
 
-    from workbench.experiment import parse_spec
+    from workbench.experiments.spec import parse_spec
     from workbench.plan import make_plan
     from workbench.ray_executor import RayOptions
     from workbench.runner import run_plan

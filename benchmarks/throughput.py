@@ -78,7 +78,7 @@ def fresh_store(folder: Path) -> str:
 
 
 def bench_workbench(spec: dict, folder: Path) -> float:
-    from workbench.experiment import parse_spec
+    from workbench.experiments.spec import parse_spec
     from workbench.plan import make_plan
     from workbench.runner import run_plan
     from workbench.tracking import Tracker
@@ -148,7 +148,8 @@ def main() -> None:
     os.environ["WORKBENCH_DEVICE"] = args.device
     from workbench.models import embedded
     from workbench.backends.registry import get_backend
-    from workbench.experiment import expand, parse_spec
+    from workbench.experiments.expand import expand
+    from workbench.experiments.spec import parse_spec
 
     if gpu:
         model = str(build_sd15_random(args.model_dir))

@@ -76,7 +76,7 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     plain.set_progress_bar_config(disable=True)
     import diffusers
 
-    from workbench.schedulers import scheduler_spec
+    from workbench.provenance.schedulers import scheduler_spec
 
     name, overrides = scheduler_spec(requests[0]["scheduler"])  # the template's dpm++_2m_karras
     plain.scheduler = getattr(diffusers, name).from_config(plain.scheduler.config, **overrides)

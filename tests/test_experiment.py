@@ -5,7 +5,8 @@ import pytest
 import yaml
 
 from workbench.errors import BudgetError, SpecError
-from workbench.experiment import cells, expand, load_spec, parse_spec
+from workbench.experiments.expand import cells, expand
+from workbench.experiments.spec import load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from workbench.errors import UserInputError
 from workbench.grid import axis_value, grid_from_records, pivot_records, render_grid, resolve_where
-from workbench.metadata import GRID_CHUNK
+from workbench.provenance.png import GRID_CHUNK
 from workbench.types import RunRecord
 
 

@@ -13,18 +13,15 @@ from PIL import Image, PngImagePlugin
 
 from workbench.backends.fake import fake_image
 from workbench.errors import MetadataError
+from workbench.config import public_uri
 from workbench.hashing import canonical_json
-from workbench.metadata import (
-    FORMAT,
+from workbench.provenance.a1111 import (
     a1111_parameters,
-    encode_png,
     parse_a1111_parameters,
-    public_uri,
-    read_png_metadata,
     request_from_a1111,
     unused_a1111_keys,
-    workbench_metadata,
 )
+from workbench.provenance.png import FORMAT, encode_png, read_png_metadata, workbench_metadata
 from workbench.types import GeneratedImage, GenerationRequest
 
 

@@ -109,7 +109,7 @@ def test_template_library_notebook_renders_every_template(
         session_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notebook = execute("template-library", monkeypatch, WORKBENCH_HOME=str(session_home))
     text = text_of(notebook)
-    from workbench.templates import TemplateLibrary
+    from workbench.prompts.templates import TemplateLibrary
 
     for name in TemplateLibrary().names():
         assert f"== {name} (version " in text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.templates import TemplateLibrary
+from workbench.prompts.templates import TemplateLibrary
 
 from .conftest import ROOT
 
@@ -25,7 +25,7 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", ".workbench", "build", "dis
 PROBE = """
 import json, sys
 import workbench, workbench.config
-from workbench.templates import TemplateLibrary
+from workbench.prompts.templates import TemplateLibrary
 library = TemplateLibrary()
 print(json.dumps({"module": workbench.__file__,
                   "dirs": [str(d) for d in library.dirs],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import UnsupportedRequestError
-from workbench.experiment import parse_spec
+from workbench.experiments.spec import parse_spec
 from workbench.plan import make_plan
 from workbench.runner import run_experiment
 from workbench.tracking import Tracker
@@ -52,7 +52,7 @@ def test_the_weights_are_part_of_the_run_key(embedded_model: Path, tracking_uri:
     """The same folder name with other weights is another image: retraining in place regenerates."""
     import shutil
 
-    from workbench import weights
+    from workbench.models import weights
 
     folder = tmp_path / "my-model"
     shutil.copytree(embedded_model, folder)

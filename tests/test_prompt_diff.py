@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.standins.openai_server import revise
-from workbench.prompt_diff import PromptDiff, content_words, diff_prompts, normalise, phrases
+from workbench.prompts.diff import PromptDiff, content_words, diff_prompts, normalise, phrases
 
 
 def test_no_revision_means_no_drift() -> None:

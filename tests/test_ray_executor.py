@@ -28,8 +28,8 @@ from PIL import Image
 from tests.test_server import MlflowServer
 from workbench.backends.fake import fake_image
 from workbench.errors import UserInputError, WorkbenchError
-from workbench.experiment import parse_spec
-from workbench.metadata import read_png_metadata
+from workbench.experiments.spec import parse_spec
+from workbench.provenance.png import read_png_metadata
 from workbench.plan import make_plan
 from workbench.ray_executor import WORKER_TAG, RayOptions, _Driver, _Job, _Slot
 from workbench.runner import RetryPolicy, RunSummary, _Progress, run_experiment

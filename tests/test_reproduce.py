@@ -24,9 +24,10 @@ from workbench.backends.diffusers import DiffusersBackend
 from workbench.backends.fake import FakeBackend
 from workbench.cli import cli
 from workbench.errors import MetadataError, UnknownBackendError, UserInputError
-from workbench.experiment import parse_spec
+from workbench.experiments.spec import parse_spec
 from workbench.hashing import canonical_json
-from workbench.metadata import a1111_parameters, encode_png, read_png_metadata
+from workbench.provenance.a1111 import a1111_parameters
+from workbench.provenance.png import encode_png, read_png_metadata
 from workbench.reproduce import NotReproducibleError, UnknownRunError, compare_images, reproduce
 from workbench.runner import run_experiment
 from workbench.tracking import Tracker

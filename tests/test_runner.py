@@ -14,7 +14,7 @@ from workbench.backends import registry
 from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import AuthenticationError, OutOfMemoryError, RateLimitError, TransientBackendError
-from workbench.experiment import parse_spec
+from workbench.experiments.spec import parse_spec
 from workbench.runner import RetryPolicy, run_experiment
 from workbench.tracking import Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from workbench.errors import TrackingError
-from workbench.experiment import parse_spec
+from workbench.experiments.spec import parse_spec
 from workbench.runner import run_experiment
 from workbench.spool import pending
 from workbench.tracking import Tracker

@@ -11,7 +11,7 @@ import pytest
 
 from workbench.models.shapes import dataset, scorer
 from workbench.models.shapes.dataset import ATTRIBUTES, HELD_OUT, caption, parse_prompt, sample
-from workbench.templates import TemplateLibrary
+from workbench.prompts.templates import TemplateLibrary
 
 
 @pytest.fixture(scope="module")

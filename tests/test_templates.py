@@ -11,7 +11,7 @@ import pytest
 
 from workbench.config import PROJECT_DIR
 from workbench.errors import TemplateError, UserInputError
-from workbench.templates import TemplateLibrary, load_template, render_string, tidy
+from workbench.prompts.templates import TemplateLibrary, load_template, render_string, tidy
 
 BUILTIN = PROJECT_DIR / "templates"
 LIBRARY = TemplateLibrary([BUILTIN])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from workbench.metadata import public_uri
+from workbench.config import public_uri
 from workbench.spool import load_entry, pending, spool_result, upload_spool
 from workbench.tracking import MAX_PARAM, Tracker, request_params
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest

@@ -20,10 +20,10 @@ from workbench.backends import registry
 from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import UserInputError
-from workbench.experiment import parse_spec
+from workbench.experiments.spec import parse_spec
 from workbench.grid import GridCell, grid_from_records
 from workbench.runner import run_experiment
-from workbench.templates import TemplateLibrary
+from workbench.prompts.templates import TemplateLibrary
 from workbench.tracking import Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult, RunRecord
 from workbench.widgets import ComparisonGrid, TemplateExplorer, build_view

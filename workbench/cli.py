@@ -20,9 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import err, handle_errors, out, tracking_option
-from .config import resolve_tracking_uri, workbench_home
+from .config import public_uri, resolve_tracking_uri, workbench_home
 from .errors import UserInputError
-from .metadata import public_uri
 
 @click.group()
 @click.version_option(package_name="workbench")
@@ -65,7 +64,7 @@ _register_reproduce()
 @handle_errors
 def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: bool) -> None:
     """Show what SPEC would run: cells, seeds, images, what is already logged, time and cost."""
-    from .experiment import load_spec
+    from .experiments.spec import load_spec
     from .plan import make_plan
     from .tracking import Tracker
 

@@ -72,7 +72,8 @@ def _request_rows(table: Table, request: Any) -> None:
 def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
     """Show the generation metadata of FILE.png: the workbench chunk and the A1111 parameters."""
     from .errors import MetadataError
-    from .metadata import read_png_metadata, unused_a1111_keys
+    from .provenance.a1111 import unused_a1111_keys
+    from .provenance.png import read_png_metadata
 
     meta = read_png_metadata(file)
     a1111 = meta.a1111

@@ -23,7 +23,7 @@ from rich.table import Table
 from .cli_common import handle_errors
 from .config import template_dirs
 from .errors import TemplateError, UserInputError
-from .templates import PromptTemplate, TemplateLibrary, TemplateVariable
+from .prompts.templates import PromptTemplate, TemplateLibrary, TemplateVariable
 
 __all__ = ["templates_group", "parse_vars"]
 

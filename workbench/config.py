@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["workbench_home", "default_tracking_uri", "default_artifact_root", "template_dirs",
-           "resolve_tracking_uri", "is_local_sqlite"]
+           "resolve_tracking_uri", "is_local_sqlite", "public_uri"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # In a source checkout (editable install) the project root holds pyproject.toml and templates/.
@@ -57,6 +58,17 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 
 def is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:")
+
+
+def public_uri(uri: str | None) -> str | None:
+    """A tracking URI without credentials (user:password@ never goes into files or logs)."""
+    if not uri or "@" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def template_dirs() -> list[Path]:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserInputError
 from .hashing import canonical_json
-from .metadata import GRID_CHUNK, GRID_FORMAT, text_chunks
+from .provenance.png import GRID_CHUNK, GRID_FORMAT, text_chunks
 from .types import RunRecord
 
 __all__ = ["GridCell", "GridData", "render_grid", "pivot_records", "grid_from_records", "varying_keys",

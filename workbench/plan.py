@@ -16,7 +16,8 @@ from typing import Any
 from .backends.base import Backend
 from .backends.registry import get_backend
 from .errors import UnsupportedRequestError
-from .experiment import ExperimentSpec, expand
+from .experiments.expand import expand
+from .experiments.spec import ExperimentSpec
 from .types import GenerationRequest
 
 __all__ = ["Plan", "PlanRow", "make_plan", "make_batches"]

@@ -31,11 +31,12 @@ import numpy as np
 
 from .backends.base import Backend
 from .backends.registry import get_backend
-from .environment import diff_environments, run_environment
+from .provenance.environment import diff_environments, run_environment
 from .errors import (BackendError, MetadataError, NotReproducibleError, ReproductionFailedError, UnknownRunError,
                      UserInputError, WorkbenchError)
 from .hashing import canonical_json
-from .metadata import jsonable, read_png_metadata, unused_a1111_keys
+from .provenance.a1111 import unused_a1111_keys
+from .provenance.png import jsonable, read_png_metadata
 from .tracking import IMAGE_ARTIFACT, KIND_TAG, Tracker
 from .types import GeneratedImage, GenerationFailure, GenerationRequest
 

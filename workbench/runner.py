@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import yaml
 
 from .config import workbench_home
-from .environment import run_environment
+from .provenance.environment import run_environment
 from .errors import BackendError, BudgetError, OutOfMemoryError, TrackingError, WorkbenchError
-from .experiment import ExperimentSpec, load_spec
+from .experiments.spec import ExperimentSpec, load_spec
 from .grid import grid_from_records, safe_name, save_png_atomic, varying_keys
 from .hashing import canonical_json, content_hash
 from .plan import Plan, make_plan

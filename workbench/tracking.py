@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import default_artifact_root, is_local_sqlite, resolve_tracking_uri
+from .config import default_artifact_root, is_local_sqlite, public_uri, resolve_tracking_uri
 from .errors import TrackingError
-from .metadata import a1111_parameters, encode_png, public_uri, text_chunks, workbench_metadata
+from .provenance.a1111 import a1111_parameters
+from .provenance.png import encode_png, text_chunks, workbench_metadata
 from .types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult, RunRecord
 
 if TYPE_CHECKING:
@@ -374,7 +375,7 @@ class Tracker:
                 metrics.update({"image_mean": float(pixels.mean()), "image_std": float(pixels.std()),
                                 "batch_size": result.batch_size, "batch_index": result.batch_index})
                 if result.revised_prompt is not None:  # how far the backend rewrote the prompt, sortable
-                    from .prompt_diff import diff_prompts
+                    from .prompts.diff import diff_prompts
 
                     metrics["prompt_drift"] = diff_prompts(request.prompt, result.revised_prompt).drift
             now = int(time.time() * 1000)
@@ -415,7 +416,7 @@ class Tracker:
         (folder / IMAGE_ARTIFACT).write_bytes(encode_png(
             result.image, parameters=a1111_parameters(request), workbench=meta))
         if result.revised_prompt is not None:
-            from .prompt_diff import diff_prompts
+            from .prompts.diff import diff_prompts
 
             (folder / "revised_prompt.txt").write_text(result.revised_prompt + "\n")
             (folder / "prompt_diff.txt").write_text(diff_prompts(request.prompt, result.revised_prompt).to_text())

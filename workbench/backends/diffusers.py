@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..models import embedded
-from ..environment import base_environment, package_version
+from ..provenance.environment import base_environment, package_version
 from ..errors import BackendError, MissingDependencyError, OutOfMemoryError, UnsupportedRequestError
-from ..schedulers import SCHEDULERS, scheduler_spec
+from ..provenance.schedulers import SCHEDULERS, scheduler_spec
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from ..models.weights import weights_hash
 from .base import Backend, Capabilities

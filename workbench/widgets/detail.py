@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import resolve_tracking_uri
-from ..prompt_diff import PromptDiff, diff_prompts
+from ..prompts.diff import PromptDiff, diff_prompts
 from ..reproduce import ReproductionReport, reproduce
 from ..types import RunRecord
 

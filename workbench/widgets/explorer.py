@@ -13,8 +13,8 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import WorkbenchError
-from ..experiment import ExperimentSpec, parse_spec
-from ..templates import PromptTemplate, RenderedPrompt, TemplateLibrary, TemplateVariable
+from ..experiments.spec import ExperimentSpec, parse_spec
+from ..prompts.templates import PromptTemplate, RenderedPrompt, TemplateLibrary, TemplateVariable
 
 __all__ = ["TemplateExplorer", "variable_widget", "parse_levels", "template_summary_html"]
 

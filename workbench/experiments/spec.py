@@ -1,10 +1,10 @@
-"""Experiment specs and their expansion into generation requests (pure: no I/O but reading the spec).
+"""Experiment specs: the schema, and every check a spec must pass before it expands (``expand.py``).
 
 A spec names a template (or a literal prompt), its variables, a backend and model, base parameters,
-a locked list of seeds, and the factors to ``vary``. Expansion is one-factor-at-a-time: the base
-cell, then each factor swept over its levels while everything else stays at base, so every
-comparison differs in exactly one factor. An optional two-axis ``grid`` crosses two factors.
-Seeds are replicates inside every cell.
+a locked list of seeds, and the factors to ``vary`` (one at a time), optionally a two-axis ``grid``.
+Every check lives here: key by key (pydantic, ``extra="forbid"``), across keys (``ExperimentSpec._check``:
+no two factors change one field), and against the templates (``check_template_variables``). Errors
+name the offending key and quote the bad value.
 
 Example spec (YAML)::
 
@@ -23,19 +23,20 @@ Example spec (YAML)::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import BudgetError, SpecError, TemplateError
-from .types import GenerationRequest
+from ..errors import SpecError
 
-__all__ = ["ExperimentSpec", "GridAxis", "Grid", "Cell", "load_spec", "parse_spec", "expand", "cells",
-           "FACTOR_FIELDS", "DEFAULT_MAX_IMAGES"]
+if TYPE_CHECKING:
+    from ..prompts.templates import TemplateLibrary
+
+__all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "load_spec", "parse_spec", "check_template_variables",
+           "FACTOR_FIELDS", "SIZE_PATTERN", "DEFAULT_MAX_IMAGES"]
 
 DEFAULT_MAX_IMAGES = 1000
 
@@ -53,7 +54,7 @@ FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "backend": ("backend", "model"),
 }
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
+SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 _LOCATED = re.compile(r"^((?:vary|grid|seeds|variables|params|options|backend_options)(?:\.[\w.]+)?): (.*)$", re.S)
 
 
@@ -202,7 +203,7 @@ def _check_level(factor: str, level: Any) -> None:
     if factor in ("steps", "width", "height") and (isinstance(level, bool) or not isinstance(level, int)
                                                      or level <= 0):
         raise bad("a positive whole number")
-    if factor == "size" and not (isinstance(level, str) and _SIZE.match(level)):
+    if factor == "size" and not (isinstance(level, str) and SIZE_PATTERN.match(level)):
         raise bad("a size like '512x768'")
     if factor in ("scheduler", "template", "model", "backend", "prompt", "negative_prompt") and \
             not isinstance(level, str):
@@ -266,108 +267,13 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     return parse_spec(data, source=str(path))
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One condition of the experiment: the factor levels that differ from base (empty = base)."""
-
-    group: str  # "base", the factor name, or "rows×cols" for the grid
-    changes: tuple[tuple[str, Any], ...]
-
-    @property
-    def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.changes) or "base"
-
-
-def cells(spec: ExperimentSpec) -> list[Cell]:
-    """Every condition, base first, in spec order; a level equal to base is the base cell itself."""
-    out = [Cell("base", ())]
-    for factor, levels in spec.vary.items():
-        out += [Cell(factor, ((factor, level),)) for level in levels]
-    if spec.grid:
-        r, c = spec.grid.rows, spec.grid.cols
-        group = f"{r.factor}×{c.factor}"
-        out += [Cell(group, ((r.factor, rl), (c.factor, cl))) for rl in r.levels for cl in c.levels]
-    return out
-
-
-def _apply(settings: dict[str, Any], factor: str, level: Any) -> None:
-    if factor.startswith("var."):
-        settings["variables"] = {**settings["variables"], factor[4:]: level}
-    elif factor.startswith("option."):
-        settings["option_levels"] = {**settings["option_levels"], factor[7:]: level}
-    elif factor == "size":
-        w, h = _SIZE.match(level).groups()  # type: ignore[union-attr]
-        settings["width"], settings["height"] = int(w), int(h)
-    elif factor == "backend":
-        backend, _, model = str(level).partition(":")
-        settings["backend"] = backend
-        settings["model"] = model or settings["model"]
-    else:
-        settings[factor] = level
-
-
-def expand(spec: ExperimentSpec, *, library: Any = None,
-           seeds_supported: Callable[[str, str], bool] | None = None) -> list[GenerationRequest]:
-    """All requests of ``spec``, deduplicated by run key, base cell first.
-
-    ``library`` is a ``TemplateLibrary`` (default: the configured one). ``seeds_supported(backend,
-    model)`` says whether a backend honours seeds; where it does not, the seeds become replicate
-    indices (``seed=None``) so the run is honest about what was held.
-    """
-    n_cells = len(cells(spec))
-    total = n_cells * len(spec.seeds)
-    if total > spec.max_images:
-        raise BudgetError(f"the spec expands to {n_cells} cells × {len(spec.seeds)} seeds = {total} images, "
-                          f"over max_images={spec.max_images}; reduce the levels or seeds, or raise "
-                          f"'max_images' in the spec")
-    if library is None and spec.template is not None:
-        from .templates import TemplateLibrary
-        library = TemplateLibrary()
-
-    template = spec.template
-    if template is not None:
-        _check_template_variables(spec, library)
-    base_params = dict(library.get(template).defaults) if template else {}
-    base_params.update(spec.params.model_dump(exclude_none=True))
-    base: dict[str, Any] = {
-        "backend": spec.backend, "model": spec.model, "template": template, "prompt": spec.prompt,
-        "negative_prompt": spec.negative_prompt, "variables": dict(spec.variables),
-        "option_levels": {},  # set by option.NAME factors
-        "width": base_params.get("width", 512), "height": base_params.get("height", 512),
-        "steps": base_params.get("steps", 30), "guidance": float(base_params.get("guidance", 7.5)),
-        "scheduler": base_params.get("scheduler"),
-    }
-    requests: dict[str, GenerationRequest] = {}
-    rendered_cache: dict[str, tuple[str, str, str | None]] = {}
-    for cell in cells(spec):
-        settings = dict(base)
-        for factor, level in cell.changes:
-            _apply(settings, factor, level)
-        # the options of the cell's backend: everyone's, then its own, then the level being varied
-        settings["options"] = {**spec.options, **spec.backend_options.get(settings["backend"], {}),
-                               **settings["option_levels"]}
-        prompt, negative, version, variables = _render(spec, settings, library, rendered_cache)
-        seeded = seeds_supported(settings["backend"], settings["model"]) if seeds_supported else True
-        factor = cell.group if cell.changes else None
-        level = " × ".join(str(v) for _, v in cell.changes) if cell.changes else None
-        for index, seed in enumerate(spec.seeds):
-            request = GenerationRequest(
-                backend=settings["backend"], model=settings["model"], prompt=prompt, negative_prompt=negative,
-                seed=seed if seeded else None, replicate=index, width=settings["width"],
-                height=settings["height"], steps=settings["steps"], guidance=float(settings["guidance"]),
-                scheduler=settings["scheduler"], options=settings["options"], template=settings["template"],
-                template_version=version, variables=variables, experiment=spec.name, factor=factor, level=level)
-            requests.setdefault(request.run_key, request)
-    return list(requests.values())
-
-
 def _factor_key(spec: ExperimentSpec, factor: str) -> str:
     if factor in spec.vary:
         return f"vary.{factor}"
     return "grid.rows" if spec.grid and spec.grid.rows.factor == factor else "grid.cols"
 
 
-def _check_template_variables(spec: ExperimentSpec, library: Any) -> None:
+def check_template_variables(spec: ExperimentSpec, library: TemplateLibrary) -> None:
     """Every variable given must reach a template: none is silently dropped, no cell repeats the base."""
     templates = {spec.template}
     axes = spec.axes()
@@ -392,30 +298,3 @@ def _check_template_variables(spec: ExperimentSpec, library: Any) -> None:
         if not any(name in declared[t] for t in users):
             raise SpecError(f"{_factor_key(spec, factor)}: template '{spec.template}' has no variable '{name}', so "
                             f"its levels would change nothing; its variables are {sorted(declared[spec.template])}")
-
-
-def _render(spec: ExperimentSpec, settings: dict[str, Any], library: Any,
-            cache: dict[str, Any]) -> tuple[str, str, str | None, dict[str, Any]]:
-    from .hashing import canonical_json
-    key = canonical_json({k: settings[k] for k in ("template", "prompt", "negative_prompt", "variables")})
-    if key in cache:
-        return cache[key]  # type: ignore[no-any-return]
-    if settings["template"] is not None:
-        template = library.get(settings["template"])
-        declared = template.variables
-        # Each template takes the variables it declares; _check_template_variables made sure that every
-        # variable given reaches one of the spec's templates.
-        rendered = template.render({k: v for k, v in settings["variables"].items() if k in declared})
-        negative = rendered.negative_prompt if settings["negative_prompt"] is None else settings["negative_prompt"]
-        result = (rendered.prompt, negative, rendered.version, dict(rendered.variables))
-    else:
-        from .templates import render_string
-        try:
-            prompt = render_string(settings["prompt"], settings["variables"], name="prompt")
-            negative = render_string(settings["negative_prompt"] or "", settings["variables"],
-                                     name="negative_prompt")
-        except TemplateError as exc:
-            raise SpecError(f"prompt: {exc}") from None
-        result = (prompt, negative, None, dict(settings["variables"]))
-    cache[key] = result
-    return result

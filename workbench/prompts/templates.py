@@ -40,8 +40,9 @@ from jinja2.exceptions import SecurityError
 from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .config import template_dirs
-from .errors import TemplateError
+from ..config import template_dirs
+from ..errors import TemplateError
+from ..hashing import content_hash
 from .front_matter import (
     TemplateVariable,
     check_value,
@@ -51,7 +52,6 @@ from .front_matter import (
     parse_variables,
     split_front_matter,
 )
-from .hashing import content_hash
 
 __all__ = ["TemplateVariable", "RenderedPrompt", "PromptTemplate", "TemplateLibrary", "load_template",
            "render_string", "tidy"]

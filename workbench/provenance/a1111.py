@@ -9,7 +9,7 @@ prompt, ``Negative prompt: …``, then one line of ``Key: value`` pairs::
 
 ``a1111_parameters`` writes it for a request; ``parse_a1111_parameters`` follows A1111's own parser;
 ``request_from_a1111`` turns its result into a request we can run, and ``unused_a1111_keys`` names what
-that request does not reproduce. Pure text: ``metadata.py`` puts it in and reads it out of PNG files.
+that request does not reproduce. Pure text: ``png.py`` puts it in and reads it out of PNG files.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import MetadataError
-from .hashing import canonical_json
+from ..errors import MetadataError
+from ..hashing import canonical_json
+from ..types import GenerationRequest
 from .schedulers import SCHEDULERS, a1111_sampler_name, scheduler_from_a1111
-from .types import GenerationRequest
 
 __all__ = ["a1111_parameters", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys",
            "A1111_USED_KEYS", "A1111_INFO_KEYS", "OPTIONS_KEY", "WEIGHTS_KEY"]

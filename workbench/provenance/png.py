@@ -10,8 +10,7 @@ Two text chunks, so a loose file can find its way back:
 Writing: ``a1111_parameters`` + ``workbench_metadata`` → ``encode_png``. Reading: ``read_png_metadata``
 walks the chunks itself (signature, every CRC, the final IEND), so a truncated or damaged file is named as
 such, and checks that the ``workbench`` chunk's request still hashes to its run key (an edited prompt is
-caught). The A1111 text itself (writer, parser, ``request_from_a1111``) lives in ``a1111.py``; its names
-are re-exported here.
+caught). The A1111 text itself (writer, parser, ``request_from_a1111``) lives in ``a1111.py``.
 """
 
 from __future__ import annotations
@@ -25,17 +24,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, PngImagePlugin
 
-from .a1111 import a1111_parameters, parse_a1111_parameters, request_from_a1111, unused_a1111_keys
-from .errors import MetadataError
-from .hashing import canonical_json, content_hash
-from .types import GeneratedImage, GenerationRequest
+from ..config import public_uri
+from ..errors import MetadataError
+from ..hashing import canonical_json, content_hash
+from ..types import GeneratedImage, GenerationRequest
+from .a1111 import parse_a1111_parameters, request_from_a1111
 
-__all__ = ["FORMAT", "a1111_parameters", "workbench_metadata", "encode_png", "public_uri", "PngMetadata",
-           "read_png_metadata", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys", "jsonable",
+__all__ = ["FORMAT", "workbench_metadata", "encode_png", "PngMetadata", "read_png_metadata", "jsonable",
            "GRID_CHUNK", "GRID_FORMAT", "text_chunks"]
 
 FORMAT = "workbench/1"
@@ -43,17 +41,6 @@ FORMAT = "workbench/1"
 GRID_CHUNK, GRID_FORMAT = "workbench-grid", "workbench-grid/1"
 # A hash of the rest of the chunk (files written before it have none and are checked by run key only).
 DIGEST = "digest"
-
-
-def public_uri(uri: str | None) -> str | None:
-    """A tracking URI without credentials (user:password@ never goes into files or logs)."""
-    if not uri or "@" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def workbench_metadata(result: GeneratedImage, *, run_id: str | None, tracking_uri: str | None,

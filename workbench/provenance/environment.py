@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .config import PROJECT_DIR
+from ..config import PROJECT_DIR
 
 __all__ = ["base_environment", "run_environment", "package_version", "git_state", "diff_environments",
            "INFORMATIONAL"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import TemplateError
+from ..errors import TemplateError
 
 __all__ = ["TemplateVariable", "FRONT_MATTER_KEYS", "VARIABLE_KEYS", "DEFAULT_TYPES", "PLAIN_TYPES",
            "split_front_matter", "parse_front_matter", "parse_variables", "parse_defaults", "check_value",
