@@ -6,15 +6,17 @@ import dataclasses
 import json
 import sys
 import tomllib
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.standins import FAKE_OPENAI_KEY, OpenAIStandin, expected_colours, openai_env, openai_standin
 from tests.standins.openai_server import revise
+from workbench import Tracker
 from workbench.backends.openai import CURRENT_MODELS, PROFILES, ModelNotFoundError, OpenAIBackend
 from workbench.backends.registry import get_backend
 from workbench.errors import (
@@ -195,16 +197,25 @@ def test_capabilities(backend: OpenAIBackend) -> None:
 
 
 # ------------------------------------------------------------------------------------------ revised prompts
-def test_revised_prompt_is_stored_and_diffed(backend: OpenAIBackend) -> None:
+def test_revised_prompt_is_stored_and_diffed_once(backend: OpenAIBackend, tracking_uri: str) -> None:
     request = req("dall-e-3", prompt="a red fox, oil painting, 35mm lens")
     result = only(backend.generate([request]))
     assert isinstance(result, GeneratedImage)
     assert result.revised_prompt == revise(request.prompt)
     assert {"prompt_revised", "dropped_elements", "seed_not_controlled"} <= result.flags
-    assert "- 35mm lens" in result.notes["prompt_diff"]
-    assert "+ detailed" in result.notes["prompt_diff"]
     assert result.notes["dropped_elements"] == "35mm lens"
-    assert 0 < float(result.notes["prompt_drift"]) < 1
+    # The backend reports the revised prompt; tracking writes its difference (and drift), once per run.
+    assert not {"prompt_diff", "prompt_drift"} & set(result.notes)
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.log_image_run(tracker.experiment_id("revised"), None, result)
+    diff = tracker.load_bytes(run_id, "prompt_diff.txt").decode()
+    assert "- 35mm lens" in diff
+    assert "+ detailed" in diff
+    (record,) = tracker.records("revised")
+    assert 0 < record.metrics["prompt_drift"] < 1
+    client = MlflowClient(tracking_uri)
+    artifacts = {a.path for folder in (None, "notes") for a in client.list_artifacts(run_id, folder)}
+    assert "prompt_diff.txt" in artifacts and "notes/prompt_diff.txt" not in artifacts
 
 
 def test_no_revised_prompt_for_gpt_image(backend: OpenAIBackend) -> None:

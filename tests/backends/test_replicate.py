@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.backends.test_openai import declared_range
 from tests.standins import (
     FAKE_REPLICATE_TOKEN,
     ReplicateStandin,
@@ -18,16 +19,16 @@ from tests.standins import (
     replicate_env,
     replicate_standin,
 )
-from tests.backends.test_openai import declared_range
 from tests.standins.replicate_server import FLUX_SCHNELL_VERSION, SDXL_VERSION, parse_duration
+from workbench.backends._http import RequestFailed
 from workbench.backends.registry import get_backend
 from workbench.backends.replicate import (
     DEFAULT_MODEL,
     ReplicateBackend,
-    _Failed,
     nearest_aspect_ratio,
     parse_model_ref,
 )
+from workbench.backends.replicate_api import Prediction
 from workbench.errors import (
     AuthenticationError,
     BackendError,
@@ -452,12 +453,18 @@ def test_outputs_removed_after_the_ttl(replicate_env: ReplicateStandin) -> None:
     backend.close()
 
 
+def open_prediction(backend: ReplicateBackend) -> Prediction:
+    """A prediction call as the backend opens one (its own SDK client over the shared connections)."""
+    return Prediction(backend._settings(), backend._connections, deadline=time.monotonic() + backend.deadline_s,
+                      deadline_s=backend.deadline_s)
+
+
 def test_token_goes_only_to_replicate_hosts(backend: ReplicateBackend, replicate_env: ReplicateStandin) -> None:
     other = ReplicateStandin().start()
     try:
-        client = backend._client()
-        with pytest.raises(_Failed, match="HTTP 401"):
-            backend._download(client, f"{other.url}/files/p/out-0.png", "p")
+        prediction = open_prediction(backend)
+        with pytest.raises(RequestFailed, match="HTTP 401"):
+            prediction.download(f"{other.url}/files/p/out-0.png")
         assert "authorization" not in only(other.requests).headers
     finally:
         other.stop()
@@ -467,9 +474,9 @@ def test_file_output_objects_are_accepted(backend: ReplicateBackend, replicate_e
     from replicate.helpers import FileOutput
 
     first = only(backend.generate([req()]))
-    client = backend._client()
+    prediction = open_prediction(backend)
     url = f"{replicate_env.url}/files/{first.backend_ids['prediction_id']}/out-0.png"
-    data = backend._download(client, FileOutput(url, client), "p")
+    data = prediction.download(FileOutput(url, prediction.client))
     assert data == first.original_bytes
 
 

@@ -19,25 +19,30 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from ..models import embedded
-from ..provenance.environment import base_environment, package_version
 from ..errors import BackendError, MissingDependencyError, OutOfMemoryError, UnsupportedRequestError
+from ..models import embedded
+from ..models.weights import weights_hash
+from ..provenance.environment import base_environment, package_version
 from ..provenance.schedulers import SCHEDULERS, scheduler_spec
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
-from ..models.weights import weights_hash
 from .base import Backend, Capabilities
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 __all__ = ["DiffusersBackend", "resolve_model"]
 
 # Options a spec may pass to this backend (``options:`` or ``option.NAME`` factors).
 ALLOWED_OPTIONS = {"revision", "dtype", "variant", "eta", "guidance_rescale", "clip_skip"}
+_PipelineKey = tuple[str, str, str, str | None, str | None]  # model, device, dtype, revision, variant
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-def _torch() -> Any:
+def _torch() -> ModuleType:
     try:
         import torch
     except ImportError:
@@ -82,8 +87,8 @@ class DiffusersBackend(Backend):
         self.max_batch = max_batch
         self.cache_size = cache_size
         # Keyed by (model, device, dtype, revision, variant): each loads other weights.
-        self._pipelines: OrderedDict[tuple[str, str, str, str | None, str | None], Any] = OrderedDict()
-        self._info: dict[tuple[str, str, str, str | None, str | None], dict[str, Any]] = {}
+        self._pipelines: OrderedDict[_PipelineKey, DiffusionPipeline] = OrderedDict()
+        self._info: dict[_PipelineKey, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     # -- capabilities and validation ---------------------------------------------------------------
@@ -150,7 +155,7 @@ class DiffusersBackend(Backend):
         return "float32" if self.device() == "cpu" else "float16"
 
     def pipeline(self, model: str, dtype: str | None = None, variant: str | None = None,
-                 revision: str | None = None) -> Any:
+                 revision: str | None = None) -> DiffusionPipeline:
         """The loaded pipeline for ``model`` (cached; least recently used ones are dropped)."""
         torch = _torch()
         key = (model, self.device(), self.dtype_name(dtype), revision, variant)
@@ -193,7 +198,7 @@ class DiffusersBackend(Backend):
                 self._info.pop(old, None)
         return pipe
 
-    def _with_scheduler(self, pipe: Any, name: str | None) -> Any:
+    def _with_scheduler(self, pipe: DiffusionPipeline, name: str | None) -> DiffusionPipeline:
         if name is None:
             return pipe
         import diffusers
@@ -295,7 +300,7 @@ class DiffusersBackend(Backend):
         return results
 
     @staticmethod
-    def _truncation(pipe: Any, prompt: str) -> str | None:
+    def _truncation(pipe: DiffusionPipeline, prompt: str) -> str | None:
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is None:
             return None

@@ -5,13 +5,13 @@ whether the model returns a ``revised_prompt``, and an estimated price per image
 take fails in ``validate`` (plan time), naming the allowed values. The API has no seed: every image is
 flagged ``seed_not_controlled`` and replicates are independent draws.
 
-Retries belong to the runner: the SDK client is built with ``max_retries=0`` and every SDK error is mapped
-at this boundary (``raise ... from``) into ``workbench.errors``. Responses are checked here because the SDK
-does not check them: HTML, an empty body or cut-off JSON become a ``TransientBackendError``; no ``data``,
-bad base64 or a non-image a FAILED result (``InvalidResponse: ...``, with the request id). A model the
-server does not have (404 ``model_not_found``, a retired model) raises the fatal ``ModelNotFoundError``:
-the sweep stops instead of failing every image one call at a time. The key comes only from ``OPENAI_API_KEY`` (the SDK also reads
-``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) and never appears in a message.
+Retries belong to the runner: the SDK client is built with ``max_retries=0``, and every SDK error is mapped
+at one point, ``map_openai_errors`` (``openai_errors.py``), into ``workbench.errors``. Responses are checked
+here because the SDK does not check them: HTML, an empty body or cut-off JSON become a
+``TransientBackendError``; no ``data``, bad base64 or a non-image a FAILED result (``InvalidResponse: ...``,
+with the request id). A revised prompt is reported as ``revised_prompt`` (flags ``prompt_revised``,
+``dropped_elements``); tracking writes its difference from the prompt. The key comes only from
+``OPENAI_API_KEY`` (the SDK also reads ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) and never appears in a message.
 
 Example:
     >>> backend = OpenAIBackend(base_url="http://127.0.0.1:9/v1")
@@ -24,31 +24,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from email.utils import parsedate_to_datetime
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import (
-    AuthenticationError,
-    BackendError,
-    MissingDependencyError,
-    ModelNotFoundError,
-    QuotaError,
-    RateLimitError,
-    TransientBackendError,
-    UnsupportedRequestError,
-)
-from ..prompt_diff import diff_prompts
+from ..errors import MissingDependencyError, ModelNotFoundError, TransientBackendError, UnsupportedRequestError
+from ..prompts.diff import diff_prompts
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+from ._http import (
+    CONNECT_TIMEOUT_S,
+    RequestFailed,
+    base_url,
+    decode_image,
+    float_setting,
+    host_of,
+    missing_secret_error,
+    secret_from_env,
+)
 from .base import Backend, Capabilities
+from .openai_errors import map_openai_errors
 from .openai_models import (
     CURRENT_MODELS,
     PRICES_AS_OF,
@@ -59,68 +57,14 @@ from .openai_models import (
     validate_size,
 )
 
+if TYPE_CHECKING:
+    import httpx2
+    import openai
+
 __all__ = ["OpenAIBackend", "OpenAIModelProfile", "PROFILES", "PRICES_AS_OF", "CURRENT_MODELS",
            "DEFAULT_BASE_URL", "ModelNotFoundError"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# The codes of a safety block (DALL·E; GPT-image). Other ``image_generation_user_error``s are not blocks.
-_SAFETY_CODES = {"content_policy_violation", "moderation_blocked"}
-# A retired or unknown model: the status is not confirmed for every case, the wording is.
-_NO_MODEL = re.compile(r"\bmodel\b.*\b(does not exist|not found|deprecated|retired|shut down)\b",
-                       re.IGNORECASE)
-
-
-_SECRET = re.compile(r"\b(sk-[A-Za-z0-9_\-*.]{3,}|r8_[A-Za-z0-9]{3,})")
-
-
-def _redact(text: str, secret: str | None = None) -> str:
-    """Remove anything that looks like a key (and the key itself) from server-provided text."""
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    return _SECRET.sub("[redacted]", text)
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else None."""
-    if not headers:
-        return None
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            try:
-                return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def _image_format(pil_format: str | None) -> str | None:
-    return {"PNG": "png", "WEBP": "webp", "JPEG": "jpeg", "MPO": "jpeg"}.get(pil_format or "")
-
-
-def decode_image(data: bytes) -> tuple[Any, str]:
-    """Decode and fully load image bytes with PIL; ``(image, "png"|"webp"|"jpeg")`` or ``ValueError``."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except UnidentifiedImageError as exc:
-        raise ValueError(f"not an image: {len(data)} bytes starting {data[:16]!r}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"the image does not decode ({len(data)} bytes): {exc}") from exc
-    fmt = _image_format(image.format)
-    if fmt is None:
-        raise ValueError(f"unexpected image format {image.format!r}; expected PNG, WebP or JPEG")
-    return image, fmt
 
 
 class OpenAIBackend(Backend):
@@ -141,27 +85,26 @@ class OpenAIBackend(Backend):
     def __init__(self, *, base_url: str | None = None, timeout_s: float | None = None, concurrency: int = 4,
                  profiles: Mapping[str, OpenAIModelProfile] | None = None) -> None:
         self._base_url = base_url
-        env_timeout = os.environ.get("WORKBENCH_OPENAI_TIMEOUT_S")
-        self.timeout_s = float(timeout_s if timeout_s is not None else env_timeout or 120.0)
+        self.timeout_s = float_setting(timeout_s, "WORKBENCH_OPENAI_TIMEOUT_S", 120.0)
         self.concurrency = concurrency
         self.profiles: dict[str, OpenAIModelProfile] = {**PROFILES, **(profiles or {})}
         self._lock = threading.Lock()
-        self._clients: dict[tuple[str, str, float], Any] = {}
-        self._downloader: Any = None
+        self._clients: dict[tuple[str, str, float], openai.OpenAI] = {}
+        self._downloader: httpx2.Client | None = None
 
     # configuration ---------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
         """The API root in use (constructor, else ``$OPENAI_BASE_URL``, else the public API)."""
-        return (self._base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        return base_url(self._base_url, "OPENAI_BASE_URL", DEFAULT_BASE_URL)
 
     @property
     def host(self) -> str:
-        return urlsplit(self.base_url).netloc or self.base_url
+        return host_of(self.base_url)
 
     @staticmethod
     def _api_key() -> str | None:
-        return os.environ.get("OPENAI_API_KEY") or None
+        return secret_from_env("OPENAI_API_KEY")
 
     def _profile(self, model: str) -> OpenAIModelProfile:
         profile = self.profiles.get(model)
@@ -171,27 +114,22 @@ class OpenAIBackend(Backend):
                 f"(current: {', '.join(CURRENT_MODELS)}); add a profile with OpenAIBackend(profiles=...)")
         return profile
 
-    def _client(self) -> Any:
+    def _client(self) -> openai.OpenAI:
         try:
             import openai
         except ImportError as exc:
             raise MissingDependencyError("openai", "openai") from exc
         key = self._api_key()
         if key is None:
-            raise AuthenticationError(self._missing_key_message())
+            raise missing_secret_error("openai", "OPENAI_API_KEY")
         cache_key = (key, self.base_url, self.timeout_s)
         with self._lock:
             client = self._clients.get(cache_key)
             if client is None:
-                client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
-                                       timeout=openai.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)))
+                timeout = openai.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
+                client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=timeout)
                 self._clients[cache_key] = client
             return client
-
-    @staticmethod
-    def _missing_key_message() -> str:
-        return ("openai: no API key: set the OPENAI_API_KEY environment variable (keys are read from the "
-                "environment only, never from specs or files)")
 
     # contract ----------------------------------------------------------------------------------------
     def capabilities(self, model: str) -> Capabilities:
@@ -247,7 +185,7 @@ class OpenAIBackend(Backend):
         except ImportError as exc:
             raise MissingDependencyError("openai", "openai") from exc
         if self._api_key() is None:
-            raise AuthenticationError(self._missing_key_message())
+            raise missing_secret_error("openai", "OPENAI_API_KEY")
         for model in sorted(models):
             self._profile(model)
 
@@ -286,37 +224,47 @@ class OpenAIBackend(Backend):
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:
         profile = self._profile(request.model)
         client = self._client()  # raises MissingDependencyError / AuthenticationError first
-        import openai
-
         kwargs = self._request_kwargs(profile, request)
         env = self.environment(request.model)
         start = time.perf_counter()
+        request_id: str | None = None
         try:
-            raw = client.images.with_raw_response.generate(**kwargs)
-        except openai.APIStatusError as exc:
-            return self._status_error(exc, request, time.perf_counter() - start, env)
-        except openai.APITimeoutError as exc:
-            raise TransientBackendError(
-                f"openai: no answer from {self.host} within {self.timeout_s:g} s (model '{request.model}'); "
-                f"raise WORKBENCH_OPENAI_TIMEOUT_S if the model is slow") from exc
-        except openai.APIConnectionError as exc:
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
-            raise TransientBackendError(
-                f"openai: could not reach {self.host} ({cause}); check the network and OPENAI_BASE_URL") from exc
-        except openai.OpenAIError as exc:
-            raise BackendError(f"openai: {type(exc).__name__}: {_redact(str(exc), self._api_key())}") from exc
+            with map_openai_errors(request.model, host=self.host, timeout_s=self.timeout_s, key=self._api_key()):
+                answer = client.images.with_raw_response.generate(**kwargs)
+            request_id = answer.headers.get("x-request-id") or None
+            data, item = self._images_in(answer.http_response, request_id)
+            try:
+                payload = self._payload(item)
+                image, fmt = decode_image(payload)
+            except ValueError as exc:
+                raise RequestFailed(f"InvalidResponse: {exc}", error_type="InvalidResponseError") from exc
+        except RequestFailed as failed:  # a result, not a raise: the run keeps its request id
+            request_id = failed.request_id or request_id
+            return GenerationFailure(request=request, reason=failed.reason, status=failed.status,
+                                     error_type=failed.error_type,
+                                     backend_ids={"request_id": request_id} if request_id else {},
+                                     latency_s=time.perf_counter() - start, environment=env)
+        latency = time.perf_counter() - start
+        flags, notes = self._flags_and_notes(request, item, data, image.size)
+        quality = data.get("quality") or request.options.get("quality") or profile.default_price_quality
+        cost = image_price(profile, request.width, request.height, str(quality))
+        return GeneratedImage(request=request, image=image, revised_prompt=self._revised_prompt(item),
+                              backend_ids={"request_id": request_id} if request_id else {}, latency_s=latency,
+                              cost_usd=cost, flags=frozenset(flags), notes=notes, environment=env,
+                              original_bytes=payload, original_format=fmt)
 
-        request_id = raw.headers.get("x-request-id") or None
-        ids = {"request_id": request_id} if request_id else {}
-        content_type = (raw.headers.get("content-type") or "").lower()
-        body: bytes = raw.content
+    def _images_in(self, answer: httpx2.Response,
+                   request_id: str | None) -> tuple[dict[str, Any], Mapping[str, Any]]:
+        """The answer's JSON and its first image item; the SDK checks neither."""
+        content_type = (answer.headers.get("content-type") or "").lower()
+        body = answer.content
         if "html" in content_type or body.lstrip()[:1] == b"<":
             raise TransientBackendError(
-                f"openai: {self.host} answered HTML (HTTP {raw.status_code}) instead of JSON, e.g. a proxy or "
+                f"openai: {self.host} answered HTML (HTTP {answer.status_code}) instead of JSON, e.g. a proxy or "
                 f"gateway page; check OPENAI_BASE_URL", request_id=request_id)
         if not body.strip():
             raise TransientBackendError(
-                f"openai: {self.host} answered HTTP {raw.status_code} with an empty body (a proxy or a cut "
+                f"openai: {self.host} answered HTTP {answer.status_code} with an empty body (a proxy or a cut "
                 f"connection?)", request_id=request_id)
         try:
             data = json.loads(body)
@@ -325,41 +273,35 @@ class OpenAIBackend(Backend):
                 f"openai: the answer from {self.host} is not valid JSON ({len(body)} bytes; cut off?)",
                 request_id=request_id) from exc
         items = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(items, list) or not items:  # a result, not a raise: the run keeps its request id
-            return GenerationFailure(
-                request=request, status="FAILED", error_type="InvalidResponseError", backend_ids=ids,
-                reason=f"InvalidResponse: the answer holds no images ('data' "
-                       f"{'missing' if items is None else 'empty'}); request id {request_id}",
-                latency_s=time.perf_counter() - start, environment=env)
-        item = items[0] if isinstance(items[0], dict) else {}
+        if not isinstance(items, list) or not items:
+            raise RequestFailed(f"InvalidResponse: the answer holds no images ('data' "
+                                f"{'missing' if items is None else 'empty'}); request id {request_id}",
+                                error_type="InvalidResponseError")
+        return data, items[0] if isinstance(items[0], dict) else {}
 
-        try:
-            payload = self._payload(item)
-            image, fmt = decode_image(payload)
-        except ValueError as exc:
-            return GenerationFailure(request=request, reason=f"InvalidResponse: {exc}", status="FAILED",
-                                     error_type="InvalidResponseError", backend_ids=ids,
-                                     latency_s=time.perf_counter() - start, environment=env)
-        latency = time.perf_counter() - start
+    @staticmethod
+    def _revised_prompt(item: Mapping[str, Any]) -> str | None:
+        revised = item.get("revised_prompt")
+        return revised if isinstance(revised, str) else None
 
-        revised = item.get("revised_prompt") if isinstance(item.get("revised_prompt"), str) else None
+    def _flags_and_notes(self, request: GenerationRequest, item: Mapping[str, Any], data: Mapping[str, Any],
+                         size: tuple[int, int]) -> tuple[set[str], dict[str, str]]:
+        """What the answer says beyond the image. The revised prompt's difference from the prompt is
+        tracking's to write; here it only decides the flags."""
         flags = {"seed_not_controlled"}
         notes: dict[str, str] = {"seed": "the OpenAI images API has no seed; this image is an independent "
                                          f"draw (replicate {request.replicate})"}
+        revised = self._revised_prompt(item)
         if revised is not None:
             diff = diff_prompts(request.prompt, revised)
-            notes["prompt_diff"] = diff.to_text()
-            notes["prompt_drift"] = f"{diff.drift:.3f}"
             if diff.revised_differs:
                 flags.add("prompt_revised")
             if diff.dropped_elements:
                 flags.add("dropped_elements")
                 notes["dropped_elements"] = "; ".join(diff.dropped)
-        if image.size != (request.width, request.height):
+        if size != (request.width, request.height):
             flags.add("size_mismatch")
-            notes["size_mismatch"] = (f"asked {request.width}x{request.height}, got "
-                                      f"{image.size[0]}x{image.size[1]}")
-        quality = data.get("quality") or request.options.get("quality") or profile.default_price_quality
+            notes["size_mismatch"] = f"asked {request.width}x{request.height}, got {size[0]}x{size[1]}"
         if data.get("quality"):
             notes["quality"] = str(data["quality"])
         usage = data.get("usage")
@@ -367,10 +309,7 @@ class OpenAIBackend(Backend):
             notes["usage"] = json.dumps(usage, sort_keys=True)
         if "url" in item and "b64_json" not in item:
             notes["download"] = "the server answered with a URL; the image was downloaded at once"
-        cost = image_price(profile, request.width, request.height, str(quality))
-        return GeneratedImage(request=request, image=image, revised_prompt=revised, backend_ids=ids,
-                              latency_s=latency, cost_usd=cost, flags=frozenset(flags), notes=notes,
-                              environment=env, original_bytes=payload, original_format=fmt)
+        return flags, notes
 
     def _payload(self, item: Mapping[str, Any]) -> bytes:
         b64 = item.get("b64_json")
@@ -386,7 +325,7 @@ class OpenAIBackend(Backend):
 
     def _download(self, url: str) -> bytes:
         """Fetch an image URL at once (they expire). The API key is never sent to the file host."""
-        import httpx2
+        import httpx2  # the openai SDK's HTTP library, installed with it
 
         with self._lock:
             if self._downloader is None:
@@ -402,61 +341,3 @@ class OpenAIBackend(Backend):
         if response.status_code != 200:
             raise ValueError(f"the image URL answered HTTP {response.status_code} (expired?)")
         return response.content
-
-    def _status_error(self, exc: Any, request: GenerationRequest, latency: float,
-                      env: Mapping[str, Any]) -> GenerationResult:
-        """Map an ``openai.APIStatusError``: raise for whole-call problems, return a result for this request."""
-        status = exc.status_code
-        request_id = getattr(exc, "request_id", None)
-        code = exc.code or ""
-        err_type = exc.type or ""
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = _redact(str(body.get("message") or ""), self._api_key())
-        headers = exc.response.headers if exc.response is not None else {}
-        content_type = (headers.get("content-type") or "").lower()
-        where = f"HTTP {status}" + (f" {code}" if code else "") + (f", request id {request_id}" if request_id else "")
-        ids = {"request_id": request_id} if request_id else {}
-        # (403 model_not_found is "no access to the model": the key's problem, handled as auth below.)
-        no_model = status == 404 or (code == "model_not_found" and status != 403) or (
-            status == 400 and bool(_NO_MODEL.search(message)))
-        if no_model:
-            raise ModelNotFoundError(
-                f"openai: model '{request.model}' is not available on {self.host} ({where}): "
-                f"{message or 'not found'}; it may be retired or unknown to this key. Current models: "
-                f"{', '.join(CURRENT_MODELS)}; check the spec's model and OPENAI_BASE_URL",
-                request_id=request_id) from exc
-        if status == 401:
-            raise AuthenticationError(
-                f"openai refused the API key ({where}); set a valid OPENAI_API_KEY "
-                f"(and OPENAI_ORG_ID / OPENAI_PROJECT_ID if you use them)", request_id=request_id) from exc
-        if status == 403:
-            raise AuthenticationError(
-                f"openai denied access to model '{request.model}' ({where}): {message or 'permission denied'}; "
-                f"check the key's project and organisation verification", request_id=request_id) from exc
-        if status == 429 and (code == "insufficient_quota" or err_type == "insufficient_quota"):
-            raise QuotaError(
-                f"openai quota exhausted ({where}): add credit or raise the limit in the OpenAI billing "
-                f"settings; retrying will not help", request_id=request_id) from exc
-        if status == 429:
-            after = retry_after_seconds(headers)
-            raise RateLimitError(f"openai rate limit ({where}): {message or 'too many requests'}",
-                                 retry_after=after, request_id=request_id) from exc
-        if status >= 500 or status in (408, 409):
-            html = "html" in content_type
-            detail = "an HTML error page (gateway or proxy)" if html else (message or "server error")
-            if (headers.get("x-should-retry") or "").lower() == "false":
-                raise BackendError(f"openai server error ({where}): {detail}; the server asked not to retry",
-                                   request_id=request_id) from exc
-            raise TransientBackendError(f"openai server error ({where}): {detail}",
-                                        retry_after=retry_after_seconds(headers), request_id=request_id) from exc
-        if code in _SAFETY_CODES:
-            details = body.get("moderation_details")
-            stage = details.get("moderation_stage") if isinstance(details, dict) else None
-            at = f" at the {stage} stage" if stage else ""  # input: the prompt; output: the image
-            return GenerationFailure(request=request, status="BLOCKED", error_type="ContentPolicyError",
-                                     reason=f"blocked by OpenAI's safety system{at} ({where}): {message}",
-                                     backend_ids=ids, latency_s=latency, environment=env)
-        param = f" (parameter '{body.get('param')}')" if body.get("param") else ""
-        return GenerationFailure(request=request, status="FAILED", error_type="UnsupportedRequestError",
-                                 reason=f"openai rejected the request ({where}){param}: {message}",
-                                 backend_ids=ids, latency_s=latency, environment=env)
