@@ -32,9 +32,9 @@ def main() -> None:
     from throughput import fresh_store, write_section
 
     from workbench.experiments.spec import parse_spec
-    from workbench.plan import make_plan
-    from workbench.runner import run_plan
-    from workbench.tracking import Tracker
+    from workbench.run.plan import make_plan
+    from workbench.run.runner import run_plan
+    from workbench.tracking.store import Tracker
 
     rows = []
     for runs in (250, 500, 1000, 2000):

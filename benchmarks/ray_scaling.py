@@ -34,10 +34,10 @@ def sweep(name: str, args: argparse.Namespace, workers: int | None) -> tuple[flo
     from throughput import fresh_store
 
     from workbench.experiments.spec import parse_spec
-    from workbench.plan import make_plan
-    from workbench.ray_executor import RayOptions
-    from workbench.runner import run_plan
-    from workbench.tracking import Tracker
+    from workbench.run.plan import make_plan
+    from workbench.run.ray_executor import RayOptions
+    from workbench.run.runner import run_plan
+    from workbench.tracking.store import Tracker
 
     folder = Path(tempfile.mkdtemp(prefix="wb-ray-"))
     tracker = Tracker(fresh_store(folder))

@@ -79,9 +79,9 @@ def fresh_store(folder: Path) -> str:
 
 def bench_workbench(spec: dict, folder: Path) -> float:
     from workbench.experiments.spec import parse_spec
-    from workbench.plan import make_plan
-    from workbench.runner import run_plan
-    from workbench.tracking import Tracker
+    from workbench.run.plan import make_plan
+    from workbench.run.runner import run_plan
+    from workbench.tracking.store import Tracker
 
     tracker = Tracker(fresh_store(folder))
     plan = make_plan(parse_spec(spec), tracker=tracker)

@@ -219,7 +219,8 @@ def make_images(count: int, size: int) -> list:  # type: ignore[type-arg]
 
 def log_images(server: Server, experiment_id: str, images: list, threads: int) -> Sample:  # type: ignore[type-arg]
     """All ``images`` as image runs through one BackgroundLogger, the way the runner does it."""
-    from workbench.tracking import BackgroundLogger, Tracker
+    from workbench.tracking.logger import BackgroundLogger
+    from workbench.tracking.store import Tracker
 
     tracker = Tracker(server.uri)
     tracker.client.get_experiment(experiment_id)  # connect outside the timed part
@@ -263,7 +264,7 @@ def log_metrics(server: Server, run_id: str, calls: int, threads: int) -> Sample
 
 def calls_per_run(server: Server, experiment_id: str, image: object) -> dict[str, int]:
     """The REST requests of one image run, by endpoint (artifact paths folded into one name)."""
-    from workbench.tracking import Tracker
+    from workbench.tracking.store import Tracker
 
     tracker = Tracker(server.uri)
     before = server.settled_count()
@@ -399,7 +400,7 @@ def main() -> None:
         for index, pair in enumerate(args.servers.split(",")):
             store, _, http = pair.partition(":")
             with starters[store](folder / f"{index}-{store}", args.workers, http or "gunicorn") as server:
-                from workbench.tracking import Tracker
+                from workbench.tracking.store import Tracker
 
                 pg_version = server.label or pg_version
                 tracker = Tracker(server.uri)

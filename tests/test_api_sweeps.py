@@ -16,9 +16,10 @@ from tests.standins import (FAKE_OPENAI_KEY, FAKE_REPLICATE_TOKEN, OpenAIStandin
 from workbench.backends import registry
 from workbench.backends.replicate import ReplicateBackend
 from workbench.cli import cli
-from workbench.runner import RetryPolicy, run_experiment
-from workbench.spool import spool_dir, spool_result
-from workbench.tracking import Tracker
+from workbench.run.batch import RetryPolicy
+from workbench.run.runner import run_experiment
+from workbench.tracking.spool import spool_dir, spool_result
+from workbench.tracking.store import Tracker
 from workbench.types import GenerationRequest
 
 __all__ = ["openai_env", "openai_standin", "replicate_env", "replicate_standin"]  # fixtures used below

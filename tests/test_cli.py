@@ -66,7 +66,7 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from workbench.tracking import Tracker
+    from workbench.tracking.store import Tracker
 
     tracker = Tracker(uri)
     batch = sorted((r for r in runs if r.data.tags["workbench.batch_id"] == tags["workbench.batch_id"]),

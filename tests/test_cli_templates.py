@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from workbench.cli_templates import templates_group
+from workbench.cli.templates import templates_group
 
 TYPED = """
     ---

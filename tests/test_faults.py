@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.standins import openai_env, openai_standin
-from workbench.runner import run_experiment
-from workbench.tracking import Tracker
+from workbench.run.runner import run_experiment
+from workbench.tracking.store import Tracker
 
 __all__ = ["openai_env", "openai_standin"]  # fixtures, used through request.getfixturevalue
 

@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from workbench.errors import UserInputError
-from workbench.grid import axis_value, grid_from_records, pivot_records, render_grid, resolve_where
+from workbench.grids.pivot import axis_value, pivot_records, resolve_where
+from workbench.grids.render import grid_from_records, render_grid
 from workbench.provenance.png import GRID_CHUNK
-from workbench.types import RunRecord
+from workbench.tracking.schema import RunRecord
 
 
 def record(run_id: str, status: str = "FINISHED", **params: Any) -> RunRecord:
@@ -63,7 +64,7 @@ def test_resolve_where_matches_numbers_as_typed_and_refuses_what_no_run_has() ->
 
 
 def test_a_rendered_grid_carries_the_run_of_every_cell(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from workbench.grid import save_png_atomic
+    from workbench.grids.render import save_png_atomic
 
     runs = mixed_backends() + [record("f1", status="FAILED", backend="replicate", seed=1, replicate=0, guidance=7.0)]
     image, data = grid_from_records(runs, "seed", "backend", load_image=lambda run_id: Image.new("RGB", (8, 8)),

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from workbench.backends.fake import fake_image
-from workbench.errors import MetadataError
 from workbench.config import public_uri
+from workbench.errors import MetadataError
 from workbench.hashing import canonical_json
 from workbench.provenance.a1111 import (
     a1111_parameters,

@@ -14,8 +14,8 @@ from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import SpecError, TemplateError
 from workbench.experiments.spec import parse_spec
-from workbench.runner import run_experiment
 from workbench.prompts.templates import TemplateLibrary
+from workbench.run.runner import run_experiment
 from workbench.types import GeneratedImage, GenerationRequest, GenerationResult
 
 HOSTILE = ["../../evil", "/etc/passwd", "..", "a/../../b", "C:\\evil", "~/evil"]

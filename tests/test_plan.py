@@ -8,9 +8,9 @@ import pytest
 
 from workbench.errors import UnsupportedRequestError
 from workbench.experiments.spec import parse_spec
-from workbench.plan import make_plan
-from workbench.runner import run_experiment
-from workbench.tracking import Tracker
+from workbench.run.plan import make_plan
+from workbench.run.runner import run_experiment
+from workbench.tracking.store import Tracker
 
 
 def spec(**changes):  # type: ignore[no-untyped-def]

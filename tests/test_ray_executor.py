@@ -30,10 +30,14 @@ from workbench.backends.fake import fake_image
 from workbench.errors import UserInputError, WorkbenchError
 from workbench.experiments.spec import parse_spec
 from workbench.provenance.png import read_png_metadata
-from workbench.plan import make_plan
-from workbench.ray_executor import WORKER_TAG, RayOptions, _Driver, _Job, _Slot
-from workbench.runner import RetryPolicy, RunSummary, _Progress, run_experiment
-from workbench.tracking import Tracker
+from workbench.run.batch import RetryPolicy
+from workbench.run.context import ExecutionContext, ProgressBar, RunSummary
+from workbench.run.plan import make_plan
+from workbench.run.ray_executor import RayOptions, _Driver, _Job, _Slot
+from workbench.run.runner import run_experiment
+from workbench.tracking.logger import BackgroundLogger
+from workbench.tracking.schema import WORKER_TAG
+from workbench.tracking.store import Tracker
 from workbench.types import GeneratedImage, GenerationFailure
 
 try:
@@ -329,10 +333,14 @@ def test_runs_a_dead_worker_completed_are_not_generated_again(tracking_uri: str)
             tracker.client.set_terminated(run.info.run_id, status)
     summary = RunSummary(experiment="reaped", experiment_id=experiment_id, parent_run_id=parent,
                          tracking_uri=tracking_uri, planned=6, skipped=0)
-    driver = _Driver(plan, tracker, experiment_id, parent, summary, RetryPolicy(),
-                     _Progress(6, enabled=False, description="reaped"), RayOptions(), ray)
+    logger = BackgroundLogger(tracker, experiment_id, parent, experiment="reaped")
+    ctx = ExecutionContext(plan=plan, tracker=tracker, experiment_id=experiment_id, parent_run_id=parent,
+                           summary=summary, retry=RetryPolicy(),
+                           progress=ProgressBar(6, enabled=False, description="reaped"), logger=logger)
+    driver = _Driver(ctx, RayOptions(), ray)
     dead = _Slot(actor=None, dead=True)  # its death is already known: no replacement is started
     driver._worker_died(_Job(list(plan.requests), slot=dead), RuntimeError("The actor died unexpectedly"))
+    assert logger.close() == []  # what the dead worker left is counted, not logged again
 
     assert (summary.finished, summary.failed, summary.blocked) == (1, 1, 1)
     assert [[r.run_key for r in job.batch] for job in driver.queue] == \

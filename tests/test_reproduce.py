@@ -23,14 +23,21 @@ from workbench.backends.base import Capabilities
 from workbench.backends.diffusers import DiffusersBackend
 from workbench.backends.fake import FakeBackend
 from workbench.cli import cli
-from workbench.errors import MetadataError, UnknownBackendError, UserInputError
+from workbench.errors import (
+    MetadataError,
+    NotReproducibleError,
+    UnknownBackendError,
+    UnknownRunError,
+    UserInputError,
+)
 from workbench.experiments.spec import parse_spec
 from workbench.hashing import canonical_json
 from workbench.provenance.a1111 import a1111_parameters
 from workbench.provenance.png import encode_png, read_png_metadata
-from workbench.reproduce import NotReproducibleError, UnknownRunError, compare_images, reproduce
-from workbench.runner import run_experiment
-from workbench.tracking import Tracker
+from workbench.reproduce.regenerate import reproduce
+from workbench.reproduce.report import compare_images
+from workbench.run.runner import run_experiment
+from workbench.tracking.store import Tracker
 from workbench.types import GenerationFailure, GenerationRequest, GenerationResult
 
 from .test_metadata import rewrite_chunk

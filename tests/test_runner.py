@@ -15,8 +15,9 @@ from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import AuthenticationError, OutOfMemoryError, RateLimitError, TransientBackendError
 from workbench.experiments.spec import parse_spec
-from workbench.runner import RetryPolicy, run_experiment
-from workbench.tracking import Tracker
+from workbench.run.batch import RetryPolicy
+from workbench.run.runner import run_experiment
+from workbench.tracking.store import Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05)
@@ -162,7 +163,7 @@ def test_a_retry_after_longer_than_the_policy_waits_fails_those_runs(tracking_ur
 
 def test_an_unexpected_error_fails_the_parent_run_and_keeps_finished_work(
         tracking_uri: str, fake_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workbench import runner
+    from workbench.run.context import RunSummary
 
     counted: list[str] = []
 
@@ -172,7 +173,7 @@ def test_an_unexpected_error_fails_the_parent_run_and_keeps_finished_work(
             raise RuntimeError("a bug in the orchestration")
         summary.finished += 1
 
-    monkeypatch.setattr(runner, "count_outcome", count_then_crash)
+    monkeypatch.setattr(RunSummary, "count", count_then_crash)
     with pytest.raises(RuntimeError, match="a bug in the orchestration"):
         run_experiment(make_spec(vary={}, seeds=[1, 2, 3, 4], max_batch=1), tracking_uri=tracking_uri,
                        progress=False, grids_dir=tmp_path)
@@ -279,7 +280,7 @@ def test_grid_over_templates_keeps_each_templates_negative_prompt(tracking_uri: 
                        "backend": "fake", "model": "m", "params": {"width": 32, "height": 32}, "seeds": [1, 2],
                        "vary": {"template": ["concept_art", "product"], "guidance": [3.0]}})
     summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
-    from workbench.grid import pivot_records
+    from workbench.grids.pivot import pivot_records
 
     data, chosen = pivot_records(Tracker(tracking_uri).records("templates"), "seed", "template")
     assert data.col_levels == ["photoreal", "concept_art", "product"]  # none hidden by its negative prompt
@@ -299,7 +300,7 @@ def test_grid_writers_never_collide_on_one_path(tmp_path: Path) -> None:
     """Concurrent sweeps write grids of the same name: each writer has its own temp file, the last one wins."""
     import threading
 
-    from workbench.grid import save_png_atomic
+    from workbench.grids.render import save_png_atomic
 
     target = tmp_path / "grids" / "grid-seed.png"
     errors: list[BaseException] = []
@@ -326,7 +327,7 @@ def test_logging_runs_off_the_generating_thread(tracking_uri: str, fake_backend,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from workbench import tracking
+    from workbench.tracking import store as tracking
 
     generating: set[str] = set()
     logging_on: set[str] = set()

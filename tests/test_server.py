@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 
 from workbench.errors import TrackingError
 from workbench.experiments.spec import parse_spec
-from workbench.runner import run_experiment
-from workbench.spool import pending
-from workbench.tracking import Tracker
+from workbench.run.runner import run_experiment
+from workbench.tracking.spool import pending
+from workbench.tracking.store import Tracker
 
 pytestmark = pytest.mark.slow
 

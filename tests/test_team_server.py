@@ -30,7 +30,7 @@ import pytest
 from tests.requirements import missing
 from tests.test_server import free_port
 from workbench.provenance.png import read_png_metadata
-from workbench.runner import run_experiment
+from workbench.run.runner import run_experiment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

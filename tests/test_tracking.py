@@ -7,8 +7,9 @@ from pathlib import Path
 from PIL import Image
 
 from workbench.config import public_uri
-from workbench.spool import load_entry, pending, spool_result, upload_spool
-from workbench.tracking import MAX_PARAM, Tracker, request_params
+from workbench.tracking.schema import MAX_PARAM, request_params
+from workbench.tracking.spool import load_entry, pending, spool_result, upload_spool
+from workbench.tracking.store import Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest
 
 

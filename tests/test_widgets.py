@@ -21,11 +21,13 @@ from workbench.backends.base import Backend, Capabilities
 from workbench.backends.fake import fake_image
 from workbench.errors import UserInputError
 from workbench.experiments.spec import parse_spec
-from workbench.grid import GridCell, grid_from_records
-from workbench.runner import run_experiment
+from workbench.grids.pivot import GridCell
+from workbench.grids.render import grid_from_records
 from workbench.prompts.templates import TemplateLibrary
-from workbench.tracking import Tracker
-from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult, RunRecord
+from workbench.run.runner import run_experiment
+from workbench.tracking.schema import RunRecord
+from workbench.tracking.store import Tracker
+from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from workbench.widgets import ComparisonGrid, TemplateExplorer, build_view
 from workbench.widgets.detail import highlight_prompts, mlflow_link
 from workbench.widgets.thumbnails import ThumbnailCache, to_thumbnail

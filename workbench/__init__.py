@@ -1,5 +1,8 @@
 """workbench: prompt experiments for text-to-image models, tracked in MLflow.
 
+The public API: everything a notebook or a script needs, from one import. The package's folders are its
+stages (docs/architecture.md); modules inside it import from the module that defines a name, not from here.
+
 Example:
     >>> from workbench import load_spec, make_plan
     >>> spec = load_spec("experiments/quickstart.yaml")  # doctest: +SKIP
@@ -14,16 +17,26 @@ from .errors import *  # noqa: F403  (the exception tree is public)
 from .errors import __all__ as _errors_all
 from .experiments.expand import expand
 from .experiments.spec import ExperimentSpec, load_spec, parse_spec
-from .grid import grid_from_records, render_grid, resolve_where
+from .grids.pivot import resolve_where
+from .grids.render import grid_from_records, render_grid
 from .hashing import canonical_json, run_key
-from .plan import Plan, make_plan
-from .prompts.templates import PromptTemplate, RenderedPrompt, TemplateLibrary, TemplateVariable, load_template, \
-    render_string
-from .reproduce import ReproductionReport, reproduce
-from .ray_executor import RayOptions
-from .runner import RunSummary, run_experiment
-from .tracking import Tracker
-from .types import GeneratedImage, GenerationFailure, GenerationRequest, RunRecord
+from .prompts.templates import (
+    PromptTemplate,
+    RenderedPrompt,
+    TemplateLibrary,
+    TemplateVariable,
+    load_template,
+    render_string,
+)
+from .reproduce.regenerate import reproduce
+from .reproduce.report import ReproductionReport
+from .run.context import RunSummary
+from .run.plan import Plan, make_plan
+from .run.ray_executor import RayOptions
+from .run.runner import run_experiment
+from .tracking.schema import RunRecord
+from .tracking.store import Tracker
+from .types import GeneratedImage, GenerationFailure, GenerationRequest
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
-"""Core value types: what is asked for, what came back, what was logged.
+"""Core value types: what is asked for (``GenerationRequest``) and what came back (``GenerationResult``).
 
-All are frozen dataclasses. ``GenerationRequest.run_key`` hashes exactly the fields that
+All are frozen dataclasses. A run read back from the store is ``tracking.schema.RunRecord``. ``GenerationRequest.run_key`` hashes exactly the fields that
 determine the image (see ``IMAGE_FIELDS``); provenance (template, experiment, factor) is
 carried along but never changes the key, so the same image asked for by two experiments is
 recognised as the same.
@@ -24,7 +24,6 @@ __all__ = [
     "GeneratedImage",
     "GenerationFailure",
     "GenerationResult",
-    "RunRecord",
 ]
 
 # The fields of a request that determine the image: the run key covers these and only these.
@@ -138,10 +137,13 @@ class GeneratedImage:
     # "nan", "black", "nsfw", "truncated_prompt", "seed_not_controlled", ...
     flags: frozenset[str] = frozenset()
     notes: Mapping[str, str] = field(default_factory=dict)  # human-readable detail per flag
-    environment: Mapping[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, Any] = field(default_factory=dict)  # library versions, device, dtype...
     metrics: Mapping[str, float] = field(default_factory=dict)  # backend-reported numbers (predict_time_s)
+    # The backend call it came from, set by the runner (the one place that knows the batch): the only record
+    # of the batch position; the environment written next to the image derives it from here.
     batch_size: int = 1
     batch_index: int = 0
+    batch_id: str | None = None  # shared by every result of one backend call
     # What the backend sent, when it was not our own PNG (API webp/jpeg): kept as an artifact.
     original_bytes: bytes | None = None
     original_format: str | None = None  # "png", "webp", "jpeg"
@@ -163,34 +165,10 @@ class GenerationFailure:
     notes: Mapping[str, str] = field(default_factory=dict)  # e.g. the backend's logs
     cost_usd: float | None = None  # some APIs bill failed or blocked attempts too
     metrics: Mapping[str, float] = field(default_factory=dict)
+    batch_size: int = 1  # the batch it failed in, as for GeneratedImage
+    batch_index: int = 0
+    batch_id: str | None = None  # None where no backend call answered (all retries failed)
 
 
 GenerationResult = GeneratedImage | GenerationFailure
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One image run as read back from MLflow (no image bytes: fetch them lazily)."""
-
-    run_id: str
-    status: str  # FINISHED, FAILED, KILLED, RUNNING
-    run_key: str
-    params: Mapping[str, str]
-    tags: Mapping[str, str]
-    metrics: Mapping[str, float]
-    artifact_uri: str
-    start_time: int = 0
-
-    @property
-    def outcome(self) -> str:
-        """FINISHED, FAILED, BLOCKED, KILLED or RUNNING: what a grid cell should say.
-
-        The MLflow status decides; the tag only tells a BLOCKED run (a safety filter) from a FAILED one.
-        """
-        if self.status == "FAILED" and self.tags.get("workbench.outcome") == "BLOCKED":
-            return "BLOCKED"
-        return self.status
-
-    @property
-    def reason(self) -> str:
-        return self.tags.get("workbench.status_reason", "")

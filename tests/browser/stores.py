@@ -15,7 +15,7 @@ def quickstart_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path
     """The tracking URI of a store that ``experiments/quickstart.yaml`` filled (15 runs on the embedded
     model). Built by the first caller in the session, reused by the others (pass the ``embedded_model``
     and ``migrated_db`` fixtures' work in: the home must hold the model)."""
-    from workbench.runner import run_experiment
+    from workbench.run.runner import run_experiment
 
     folder = tmp_path_factory.getbasetemp() / "quickstart-store"
     uri = f"sqlite:///{folder / 'mlflow.db'}"

@@ -1,4 +1,10 @@
-"""Environment fingerprints: what produced an image, so a reproduction can say what differs."""
+"""Environment fingerprints: what produced an image, so a reproduction can say what differs.
+
+A result's ``environment`` holds the setup only (libraries, device, dtype, weights...); its batch
+position lives on the result itself (``batch_size``, ``batch_index``, ``batch_id``). A run's
+``environment.json`` holds both (``recorded_environment``): it is where the position of a failed image is
+kept, and where readers of older runs find it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from ..config import PROJECT_DIR
+from ..types import GenerationResult
 
-__all__ = ["base_environment", "run_environment", "package_version", "git_state", "diff_environments",
-           "INFORMATIONAL"]
+__all__ = ["base_environment", "run_environment", "recorded_environment", "package_version", "git_state",
+           "diff_environments", "INFORMATIONAL"]
 
 
 def package_version(name: str) -> str | None:
@@ -58,13 +65,17 @@ def base_environment() -> dict[str, Any]:
     return dict(_static())
 
 
-def run_environment(reported: Mapping[str, Any], *, backend: str, batch_size: int, batch_index: int,
-                    batch_id: str | None = None) -> dict[str, Any]:
+def run_environment(reported: Mapping[str, Any], *, backend: str) -> dict[str, Any]:
     """A run's fingerprint: the fields every backend shares, then what the backend itself reported."""
-    env = {**base_environment(), "backend": backend, "batch_size": batch_size, "batch_index": batch_index,
-           **reported}
-    if batch_id:
-        env["batch_id"] = batch_id
+    return {**base_environment(), "backend": backend, **reported}
+
+
+def recorded_environment(result: GenerationResult) -> dict[str, Any]:
+    """The fingerprint as ``environment.json`` records it: ``result.environment`` with the batch position
+    written in from the result, its one source."""
+    env = {**result.environment, "batch_size": result.batch_size, "batch_index": result.batch_index}
+    if result.batch_id:
+        env["batch_id"] = result.batch_id
     return env
 
 

@@ -5,7 +5,7 @@ Two text chunks, so a loose file can find its way back:
 - ``parameters``: the AUTOMATIC1111 web UI format (prompt, ``Negative prompt: …``, then one line of
   ``Key: value`` pairs), so A1111, Forge, civitai and friends read our images;
 - ``workbench``: canonical JSON with the full request, run key, MLflow run id and tracking URI,
-  environment fingerprint, revised prompt and flags (format ``workbench/1``).
+  environment fingerprint, batch position, revised prompt and flags (format ``workbench/1``).
 
 Writing: ``a1111_parameters`` + ``workbench_metadata`` → ``encode_png``. Reading: ``read_png_metadata``
 walks the chunks itself (signature, every CRC, the final IEND), so a truncated or damaged file is named as
@@ -58,8 +58,15 @@ def workbench_metadata(result: GeneratedImage, *, run_id: str | None, tracking_u
         "flags": sorted(result.flags),
         "backend_ids": dict(result.backend_ids),
         "environment": dict(result.environment),
-        "batch": {"size": result.batch_size, "index": result.batch_index},
+        "batch": _batch(result),
     }
+
+
+def _batch(result: GeneratedImage) -> dict[str, Any]:
+    batch: dict[str, Any] = {"size": result.batch_size, "index": result.batch_index}
+    if result.batch_id:
+        batch["id"] = result.batch_id
+    return batch
 
 
 def encode_png(image: Image.Image, *, parameters: str, workbench: Mapping[str, Any],
@@ -162,8 +169,14 @@ class PngMetadata:
         return dict(self._get("environment") or {})
 
     @property
-    def batch(self) -> dict[str, int]:
+    def batch(self) -> dict[str, Any]:
+        """``size`` and ``index`` of the image in the backend call that made it, and the call's ``id``."""
         return dict(self._get("batch") or {})
+
+    @property
+    def batch_id(self) -> str | None:
+        # Files written before the id moved into "batch" kept it in the environment.
+        return self.batch.get("id") or self.environment.get("batch_id")
 
     def request(self, *, model: str | None = None, backend: str | None = None) -> GenerationRequest:
         """The request that made this image: the workbench chunk's, else one built from the A1111 text.

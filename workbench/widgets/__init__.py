@@ -18,9 +18,10 @@ except ImportError as exc:  # a missing extra names what to install
 
     raise MissingDependencyError("ipywidgets", "notebook") from exc
 
-from .comparison import ComparisonGrid, shared_parent_run
+from .comparison import ComparisonGrid
 from .detail import RunDetail
 from .explorer import TemplateExplorer
+from .export import shared_parent_run
 from .view import PAGED, SIDE_BY_SIDE, GridView, build_view
 
 __all__ = ["ComparisonGrid", "TemplateExplorer", "RunDetail", "GridView", "build_view", "shared_parent_run",

@@ -12,22 +12,19 @@ here works and is tested without a browser; the state lives in plain attributes 
 
 from __future__ import annotations
 
-import dataclasses
 import html
-import io
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 
-from ..config import workbench_home
 from ..errors import UserInputError
-from ..grid import GridData, render_grid, safe_name, save_png_atomic
-from ..tracking import Tracker
-from ..types import RunRecord
+from ..grids.pivot import GridData
+from ..tracking.schema import RunRecord
+from ..tracking.store import Tracker
 from .detail import RunDetail, detail_panel, load_detail
+from .export import export_view
 from .thumbnails import ThumbnailCache
 from .tiles import STYLE, grid_widget
 from .view import (
@@ -42,21 +39,7 @@ from .view import (
     seed_levels,
 )
 
-__all__ = ["ComparisonGrid", "shared_parent_run"]
-
-
-PARENT_TAG = "mlflow.parentRunId"
-
-
-def shared_parent_run(tracker: Tracker, records: Sequence[RunRecord]) -> str | None:
-    """The parent run (the ``workbench run``) that logged ``records``; the newest one when they came
-    from several runs of the spec, None when none has a parent."""
-    parents = sorted({r.tags[PARENT_TAG] for r in records if r.tags.get(PARENT_TAG)})
-    if len(parents) <= 1:
-        return parents[0] if parents else None
-    # several sweeps filled this view: the newest of those parents (a later re-run that generated
-    # nothing shown here is not among them)
-    return max(parents, key=lambda run_id: tracker.client.get_run(run_id).info.start_time or 0)
+__all__ = ["ComparisonGrid"]
 
 
 class ComparisonGrid:
@@ -123,7 +106,7 @@ class ComparisonGrid:
     def _read(self) -> list[RunRecord]:
         self._exp_id = self.tracker.experiment_id(self.experiment, create=False)
         if self._exp_id is None:
-            names = [e.name for e in self.tracker.client.search_experiments()]
+            names = self.tracker.experiment_names()
             raise UserInputError(f"no experiment '{self.experiment}' in {self.tracker.display_uri}; experiments: "
                                  f"{', '.join(names) or '(none)'}; run a spec first (workbench run SPEC)")
         records = self.tracker.records(self.experiment)
@@ -153,29 +136,20 @@ class ComparisonGrid:
 
     @property
     def column_pages(self) -> int:
-        """How many pages one band of rows spans (1 unless rows are wider than ``page_size``)."""
-        return max(1, math.ceil(len(self.view.tile_columns) / self.columns_per_page)) if self.view else 1
+        return self.view.column_pages(self.page_size) if self.view else 1
 
     @property
     def pages(self) -> int:
-        if not self.view:
-            return 1
-        return max(1, math.ceil(len(self.view.row_levels) / self.rows_per_page)) * self.column_pages
+        return self.view.pages(self.page_size) if self.view else 1
 
     @property
     def visible_rows(self) -> list[str]:
-        if not self.view:
-            return []
-        start = (self.page // self.column_pages) * self.rows_per_page
-        return self.view.row_levels[start:start + self.rows_per_page]
+        return self.view.page_rows(self.page, self.page_size) if self.view else []
 
     @property
     def visible_columns(self) -> list[tuple[str, str]]:
         """(column level, seed) of the tile columns on the page shown (pages go across, then down)."""
-        if not self.view:
-            return []
-        start = (self.page % self.column_pages) * self.columns_per_page
-        return self.view.tile_columns[start:start + self.columns_per_page]
+        return self.view.page_columns(self.page, self.page_size) if self.view else []
 
     @property
     def visible_cells(self) -> list[tuple[str, str, str]]:
@@ -256,39 +230,15 @@ class ComparisonGrid:
         self.detail_box.children = ()
 
     def export(self, path: str | Path | None = None, *, log: bool = True) -> Path:
-        """Save the current view (every page) as a labelled PNG with ``grid.render_grid``, and log it
-        under ``grids/`` of the parent run that logged the runs shown (``shared_parent_run``;
+        """Save the current view (every page) as a labelled PNG with ``grids.render.render_grid``, and log
+        it under ``grids/`` of the parent run that logged the runs shown (``shared_parent_run``;
         ``log=False``: the file only)."""
         if self.view is None:
             raise UserInputError(f"experiment '{self.experiment}' has no runs to export")
-        data = self.view.to_grid_data()
-        data.title = data.title or f"{self.experiment}: {self.cols} x {self.rows}"
-        cells = {}
-        for key, cell in data.cells.items():
-            if cell.status == "FINISHED" and cell.run_id:
-                from PIL import Image
-
-                try:
-                    with Image.open(io.BytesIO(self.thumbnails.image(cell.run_id))) as img:
-                        img.load()
-                        cell = dataclasses.replace(cell, image=img.copy())
-                except Exception as exc:  # drawn as a labelled tile, like `workbench grid` does
-                    cell = dataclasses.replace(cell, status="missing", reason=f"image unreadable: "
-                                                                              f"{type(exc).__name__}")
-            cells[key] = cell
-        data.cells = cells
-        image = render_grid(data)
-        if path is None:
-            held = "-".join(f"{k}={v}" for k, v in sorted(data.fixed.items()))[:80]
-            name = f"notebook-{self.cols}-x-{self.rows}" + (f"-{held}" if held else "")
-            path = workbench_home() / "grids" / safe_name(self.experiment) / f"{safe_name(name)}.png"
-        path = save_png_atomic(image, Path(path))
-        shown = [self._by_id[c.run_id] for c in data.cells.values() if c.run_id in self._by_id]
-        parent = shared_parent_run(self.tracker, shown) if log else None
-        if parent is not None:
-            self.tracker.log_png(parent, image, f"grids/{path.name}")
-        self.last_export = (path, parent)
-        return path
+        title, name = f"{self.experiment}: {self.cols} x {self.rows}", f"notebook-{self.cols}-x-{self.rows}"
+        self.last_export = export_view(self.view, self.tracker, self.thumbnails.image, self._by_id,
+                                       experiment=self.experiment, title=title, name=name, path=path, log=log)
+        return self.last_export[0]
 
     # -- widgets --------------------------------------------------------------------------------------
     def _build_widgets(self, options: list[str]) -> None:
@@ -432,10 +382,9 @@ class ComparisonGrid:
                               f"{f' × {len(view.seeds)} seeds' if len(view.seeds) > 1 else ''}; {shown} images on "
                               f"this page{f'; held: {held}' if held else ''}{notes}</span>")
         self.pager.layout.display = None if self.pages > 1 else "none"
-        first = (self.page // self.column_pages) * self.rows_per_page + 1
+        first, left = (n + 1 for n in view.page_start(self.page, self.page_size))
         where = f"rows {first}–{first + len(rows) - 1} of {len(view.row_levels)}"
         if self.column_pages > 1:
-            left = (self.page % self.column_pages) * self.columns_per_page + 1
             where += f"; columns {left}–{left + len(columns) - 1} of {len(view.tile_columns)}"
         self.page_label.value = f"page {self.page + 1} of {self.pages} ({where})"
         self.prev_button.disabled = self.page == 0

@@ -16,8 +16,18 @@ from typing import Any
 
 from ..config import resolve_tracking_uri
 from ..prompts.diff import PromptDiff, diff_prompts
-from ..reproduce import ReproductionReport, reproduce
-from ..types import RunRecord
+from ..reproduce.regenerate import reproduce
+from ..reproduce.report import ReproductionReport
+from ..tracking.schema import (
+    BATCH_SIZE_METRIC,
+    FAILURE_ARTIFACT,
+    NEGATIVE_PROMPT_ARTIFACT,
+    PROMPT_ARTIFACT,
+    REVISED_PROMPT_ARTIFACT,
+    RUN_NAME_TAG,
+    RunRecord,
+)
+from ..tracking.store import Tracker
 
 __all__ = ["RunDetail", "load_detail", "mlflow_link", "highlight_prompts", "detail_html", "batch_size",
            "reproduction_html", "detail_panel"]
@@ -50,24 +60,24 @@ class RunDetail:
     failure: str | None = None
 
 
-def _text_artifact(tracker: Any, run_id: str, name: str) -> str | None:
+def _text_artifact(tracker: Tracker, run_id: str, name: str) -> str | None:
     try:
-        return tracker.load_bytes(run_id, name).decode("utf-8").rstrip("\n")  # type: ignore[no-any-return]
+        return tracker.load_bytes(run_id, name).decode("utf-8").rstrip("\n")
     except Exception:  # not logged for this run (no revision, no negative prompt, not a failure)
         return None
 
 
-def load_detail(tracker: Any, record: RunRecord, experiment: str, experiment_id: str | None = None) -> RunDetail:
+def load_detail(tracker: Tracker, record: RunRecord, experiment: str, experiment_id: str | None = None) -> RunDetail:
     """Read the texts of ``record`` (full prompt, revised prompt, failure) from its artifacts."""
     if experiment_id is None:
         experiment_id = tracker.experiment_id(experiment, create=False)
-    prompt = _text_artifact(tracker, record.run_id, "prompt.txt") or record.params.get("prompt", "")
-    negative = _text_artifact(tracker, record.run_id, "negative_prompt.txt")
+    prompt = _text_artifact(tracker, record.run_id, PROMPT_ARTIFACT) or record.params.get("prompt", "")
+    negative = _text_artifact(tracker, record.run_id, NEGATIVE_PROMPT_ARTIFACT)
     return RunDetail(record=record, experiment=experiment, experiment_id=experiment_id,
                      tracking_uri=tracker.display_uri, prompt=prompt,
                      negative_prompt=negative if negative is not None else record.params.get("negative_prompt", ""),
-                     revised_prompt=_text_artifact(tracker, record.run_id, "revised_prompt.txt"),
-                     failure=_text_artifact(tracker, record.run_id, "failure.txt"))
+                     revised_prompt=_text_artifact(tracker, record.run_id, REVISED_PROMPT_ARTIFACT),
+                     failure=_text_artifact(tracker, record.run_id, FAILURE_ARTIFACT))
 
 
 def mlflow_link(tracking_uri: str, experiment_id: str | None, run_id: str) -> tuple[str | None, str]:
@@ -126,7 +136,7 @@ def detail_html(detail: RunDetail) -> str:
     r = detail.record
     esc = html.escape
     parts = [_STYLE, '<div class="wb-detail">',
-             f"<h3 style='margin:4px 0'>{esc(r.tags.get('mlflow.runName', r.run_id))}</h3>",
+             f"<h3 style='margin:4px 0'>{esc(r.tags.get(RUN_NAME_TAG, r.run_id))}</h3>",
              f"<p>status <b>{esc(r.outcome)}</b> · run <code>{esc(r.run_id)}</code> · experiment "
              f"<b>{esc(detail.experiment)}</b></p>"]
     if r.reason:
@@ -171,7 +181,7 @@ def detail_html(detail: RunDetail) -> str:
 
 def batch_size(record: RunRecord) -> int:
     """How many images the run's backend call made (its ``batch_size`` metric; 1 where not logged)."""
-    return max(1, int(record.metrics.get("batch_size", 1) or 1))
+    return max(1, int(record.metrics.get(BATCH_SIZE_METRIC, 1) or 1))
 
 
 def reproduction_html(report: ReproductionReport) -> str:

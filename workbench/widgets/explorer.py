@@ -235,7 +235,7 @@ class TemplateExplorer:
         """Run the experiment (only what is not logged yet), show its ComparisonGrid, return the summary.
 
         ``run_options`` go to ``run_experiment`` (e.g. ``grids_dir``)."""
-        from ..runner import run_experiment
+        from ..run.runner import run_experiment
         from .comparison import ComparisonGrid
 
         spec = self.build_spec()

@@ -12,7 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from ..tracking import IMAGE_ARTIFACT
+from ..tracking.schema import IMAGE_ARTIFACT
+from ..tracking.store import Tracker
 
 __all__ = ["ThumbnailCache", "to_thumbnail"]
 
@@ -48,8 +49,8 @@ class ThumbnailCache:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_tracker(cls, tracker: object, **kwargs: int) -> ThumbnailCache:
-        return cls(lambda run_id: tracker.load_bytes(run_id, IMAGE_ARTIFACT), **kwargs)  # type: ignore[attr-defined]
+    def for_tracker(cls, tracker: Tracker, **kwargs: int) -> ThumbnailCache:
+        return cls(lambda run_id: tracker.load_bytes(run_id, IMAGE_ARTIFACT), **kwargs)
 
     def __contains__(self, run_id: str) -> bool:
         return run_id in self._thumbs

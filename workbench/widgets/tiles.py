@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import ipywidgets as w
 
-from ..grid import GridCell
+from ..grids.pivot import GridCell
 from .view import GridView
 
 __all__ = ["STYLE", "status_tile_html", "tile_widget", "grid_widget"]

@@ -2,11 +2,11 @@
 
 ``build_view`` turns logged runs plus the user's choices (row factor, column factor, filters, how
 seeds are shown) into a ``GridView``: row and column levels, and one cell per (row, column, seed).
-The pivoting itself is ``grid.pivot_records``, the function behind ``workbench grid``, so the
+The pivoting itself is ``grids.pivot.pivot_records``, the function behind ``workbench grid``, so the
 notebook and the CLI always agree on which run fills a cell. ``GridView.to_grid_data()`` is what the
-export hands to ``grid.render_grid``.
+export hands to ``grids.render.render_grid``.
 
-    >>> from workbench.types import RunRecord
+    >>> from workbench.tracking.schema import RunRecord
     >>> runs = [RunRecord(f"r{g}{s}", "FINISHED", f"k{g}{s}", {"guidance": g, "seed": s, "steps": "10"}, {}, {}, "")
     ...         for g in ("3", "7") for s in ("1", "2")]
     >>> view = build_view(runs, rows="seed", cols="guidance")
@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UserInputError
-from ..grid import GridCell, GridData, axis_value, pivot_records, sort_levels, varying_keys
-from ..types import RunRecord
+from ..grids.pivot import GridCell, GridData, axis_value, pivot_records, sort_levels, varying_keys
+from ..tracking.schema import FACTOR_TAG, RunRecord
 
 __all__ = ["SEED", "SIDE_BY_SIDE", "PAGED", "GridView", "Filter", "axis_options", "default_cols", "filters_for",
            "seed_label", "seed_levels", "build_view"]
@@ -140,6 +140,27 @@ class GridView:
         cols = (page_size // per_level) * per_level if per_level <= page_size else page_size
         return 1, cols
 
+    def column_pages(self, page_size: int) -> int:
+        """How many pages one band of rows spans (1 unless rows are wider than ``page_size``)."""
+        return max(1, math.ceil(len(self.tile_columns) / self.page_shape(page_size)[1]))
+
+    def pages(self, page_size: int) -> int:
+        return max(1, math.ceil(len(self.row_levels) / self.page_shape(page_size)[0])) * self.column_pages(page_size)
+
+    def page_start(self, page: int, page_size: int) -> tuple[int, int]:
+        """(first row, first tile column) of ``page``: pages go across a band of rows, then down."""
+        rows, cols = self.page_shape(page_size)
+        across = self.column_pages(page_size)
+        return (page // across) * rows, (page % across) * cols
+
+    def page_rows(self, page: int, page_size: int) -> list[str]:
+        start = self.page_start(page, page_size)[0]
+        return self.row_levels[start:start + self.page_shape(page_size)[0]]
+
+    def page_columns(self, page: int, page_size: int) -> list[tuple[str, str]]:
+        start = self.page_start(page, page_size)[1]
+        return self.tile_columns[start:start + self.page_shape(page_size)[1]]
+
     def column_label(self, col: str, seed: str) -> str:
         return f"{col} · {seed}" if seed else col
 
@@ -203,7 +224,7 @@ def build_view(records: Sequence[RunRecord], rows: str = SEED, cols: str | None 
         notes += [n for n in data.notes if n not in notes]
     row_levels = _all_levels(records, rows)
     col_levels = _all_levels(records, cols)
-    base = next((r for r in records if r.tags.get("workbench.factor") == "base"), None)
+    base = next((r for r in records if r.tags.get(FACTOR_TAG) == "base"), None)
     base_col = base.params.get(cols) if base is not None and cols != SEED else None
     return GridView(rows=rows, cols=cols, row_levels=row_levels, col_levels=col_levels, seeds=list(groups),
                     cells=cells, fixed={k: v for k, v in fixed.items() if k not in ("width", "height")},

@@ -1,4 +1,4 @@
-"""The ``workbench`` command: thin. Each command parses, calls one library function, prints.
+"""The ``workbench`` group and its commands: thin. Each command parses, calls one library function, prints.
 
 Errors become exit codes here and only here: bad input (``UserInputError``) → 2, any other
 ``WorkbenchError`` → 1, a sweep that stopped early or lost a write → 1.
@@ -19,9 +19,12 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import err, handle_errors, out, tracking_option
-from .config import public_uri, resolve_tracking_uri, workbench_home
-from .errors import UserInputError
+from ..config import public_uri, resolve_tracking_uri, workbench_home
+from ..errors import UserInputError
+from .common import err, handle_errors, out, tracking_option
+from .reproduce import inspect_command, reproduce_command
+from .templates import templates_group
+
 
 @click.group()
 @click.version_option(package_name="workbench")
@@ -39,21 +42,9 @@ def cli() -> None:
     """
 
 
-def _register_templates() -> None:
-    from .cli_templates import templates_group
-    cli.add_command(templates_group)
-
-
-_register_templates()
-
-
-def _register_reproduce() -> None:
-    from .cli_reproduce import inspect_command, reproduce_command
-    cli.add_command(inspect_command)
-    cli.add_command(reproduce_command)
-
-
-_register_reproduce()
+cli.add_command(templates_group)
+cli.add_command(inspect_command)
+cli.add_command(reproduce_command)
 
 
 @cli.command()
@@ -64,9 +55,9 @@ _register_reproduce()
 @handle_errors
 def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: bool) -> None:
     """Show what SPEC would run: cells, seeds, images, what is already logged, time and cost."""
-    from .experiments.spec import load_spec
-    from .plan import make_plan
-    from .tracking import Tracker
+    from ..experiments.spec import load_spec
+    from ..run.plan import make_plan
+    from ..tracking.store import Tracker
 
     loaded = load_spec(spec)
     tracker = Tracker(tracking_uri)
@@ -121,8 +112,8 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
         max_batch: int | None, grids_dir: Path | None, no_progress: bool, executor: str, address: str | None,
         workers: int | None) -> None:
     """Generate every image of SPEC not already logged, log each to MLflow, write the grids."""
-    from .ray_executor import RayOptions
-    from .runner import run_experiment
+    from ..run.ray_executor import RayOptions
+    from ..run.runner import run_experiment
 
     if executor == "local" and (address or workers):
         raise UserInputError("--address and --workers need --executor ray")
@@ -179,8 +170,9 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
     """Rebuild a labelled grid from what MLflow holds for EXPERIMENT (nothing is generated)."""
-    from .grid import grid_from_records, resolve_where, save_png_atomic
-    from .tracking import Tracker
+    from ..grids.pivot import resolve_where
+    from ..grids.render import grid_from_records, save_png_atomic
+    from ..tracking.store import Tracker
 
     fixed = {}
     for item in where:
@@ -191,7 +183,7 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
     tracker = Tracker(tracking_uri)
     tracker.check()
     if tracker.experiment_id(experiment, create=False) is None:
-        names = [e.name for e in tracker.client.search_experiments()]
+        names = tracker.experiment_names()
         raise UserInputError(f"no experiment '{experiment}' in {tracker.display_uri}; experiments: "
                              f"{', '.join(names) or '(none)'}")
     records = tracker.records(experiment)
@@ -234,7 +226,7 @@ def embedded() -> None:
 @handle_errors
 def embedded_build(name: str, force: bool) -> None:
     """Build the embedded model into the workbench home (deterministic; seconds)."""
-    from .models import embedded as emb
+    from ..models import embedded as emb
 
     path = emb.build(name, force=force)
     out.print(f"embedded model [bold]embedded:{name}[/] ready at {path}")
@@ -243,7 +235,7 @@ def embedded_build(name: str, force: bool) -> None:
 @cli.command()
 def info() -> None:
     """Where the workbench keeps things, and which backends exist."""
-    from .backends.registry import list_backends
+    from ..backends.registry import list_backends
 
     out.print(f"workbench home: {workbench_home()}")
     out.print(f"tracking URI:   {resolve_tracking_uri(os.environ.get('MLFLOW_TRACKING_URI'))}")

@@ -1,7 +1,7 @@
 """Spread a plan's batches over a Ray cluster: one actor per GPU (or CPU slot), each loading its pipeline once.
 
 The driver (``runner.run_plan``) keeps what it keeps locally: the parent run, the one progress bar, the
-summary and the grids. The actors generate with the same retry and OOM rules as the local executor and
+summary and the grids (the ``ExecutionContext`` the local executor takes too). The actors generate with the same retry and OOM rules as the local executor and
 log every image straight to the tracking store, returning one small outcome per image; images never
 travel through the driver. A worker that dies loses only its in-flight batches: the driver marks the
 runs it left half-written KILLED and sends the images it had not finished to another worker. The
@@ -19,19 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from .config import is_local_sqlite
-from .errors import MissingDependencyError, UserInputError, WorkbenchError
-from .plan import Plan
-from .ray_worker import WORKER_TAG, BatchOutcome, GenerationWorker
-from .tracking import KIND_TAG, RUN_KEY_TAG, BackgroundLogger, Tracker
-from .types import GenerationFailure, GenerationRequest
+from ..config import is_local_sqlite
+from ..errors import MissingDependencyError, UserInputError, WorkbenchError
+from ..tracking.schema import OUTCOME_TAG, RAY_NOTE_TAG, RAY_WORKERS_TAG
+from ..tracking.store import Tracker
+from ..types import GenerationRequest
+from .batch import failures
+from .context import ExecutionContext
+from .ray_worker import BatchOutcome, GenerationWorker
 
-__all__ = ["RayOptions", "BatchOutcome", "GenerationWorker", "preflight", "execute_on_ray", "WORKER_TAG"]
+__all__ = ["RayOptions", "preflight", "execute_on_ray"]
 
 START_TIMEOUT_ENV = "WORKBENCH_RAY_START_TIMEOUT_S"
 DEFAULT_START_TIMEOUT_S = 300.0  # a GPU node an autoscaler adds takes minutes; a local actor ~6 s
-# (MLflow status, workbench.outcome) of an image run that is complete in the store.
-COMPLETE_RUNS = {("FINISHED", "FINISHED"), ("FAILED", "FAILED"), ("FAILED", "BLOCKED")}
 IN_FLIGHT_PER_WORKER = 2  # one batch on the device while the previous one is being logged
 # Forwarded to the workers: where models and stores are, API endpoints and keys, test knobs.
 FORWARDED_ENV = ("WORKBENCH_", "MLFLOW_", "OPENAI_", "REPLICATE_", "HF_", "TRANSFORMERS_", "DIFFUSERS_")
@@ -73,22 +73,16 @@ class _Job:
 class _Driver:
     """The dispatch loop: keep every worker busy, count outcomes, and recover from dead workers."""
 
-    plan: Plan
-    tracker: Tracker
-    experiment_id: str
-    parent_run_id: str
-    summary: Any  # runner.RunSummary
-    retry: Any
-    bar: Any
+    ctx: ExecutionContext
     options: RayOptions
-    ray: Any
+    ray: Any  # the ray module, imported only when a sweep runs on Ray
     slots: list[_Slot] = field(default_factory=list)
     pending: dict[Any, _Job] = field(default_factory=dict)
     queue: deque[_Job] = field(default_factory=deque)
     replacements: int = 0
 
     def run(self) -> None:
-        self.queue.extend(_Job(batch) for batch in self.plan.batches)
+        self.queue.extend(_Job(batch) for batch in self.ctx.plan.batches)
         self._timeout = self._start_timeout()
         workers, resources = self._sizing()
         self._resources = resources
@@ -118,7 +112,7 @@ class _Driver:
     def _sizing(self) -> tuple[int, dict[str, float]]:
         cluster = self.ray.cluster_resources()
         cpus, gpus_total = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-        uses_gpu = any(r.backend == "diffusers" for r in self.plan.todo)
+        uses_gpu = any(r.backend == "diffusers" for r in self.ctx.plan.todo)
         gpus = self.options.gpus_per_worker
         if gpus is None:
             gpus = 1.0 if uses_gpu and gpus_total >= 1 else 0.0
@@ -134,17 +128,18 @@ class _Driver:
                                  f"nodes before a sweep starts), or use a cluster with GPUs")
         wanted = self.options.workers or (int(gpus_total / gpus + 1e-9) if gpus else int(cpus + 1e-9))
         if wanted > fits:
-            _warn(self.tracker, self.parent_run_id,
+            _warn(self.ctx,
                   f"{wanted} Ray workers were asked for, but the cluster ({have}) holds {fits} of {need} "
                   f"each: running {fits}")
-        workers = max(1, min(wanted, fits, len(self.plan.batches)))
-        self.tracker.client.set_tag(self.parent_run_id, "workbench.ray_workers", str(workers))
+        workers = max(1, min(wanted, fits, len(self.ctx.plan.batches)))
+        self.ctx.tracker.set_tags(self.ctx.parent_run_id, {RAY_WORKERS_TAG: str(workers)})
         return workers, {"num_cpus": 1, "num_gpus": gpus, "max_concurrency": IN_FLIGHT_PER_WORKER}
 
     def _start_worker(self) -> _Slot:
         # The environment goes with each actor (not only with ray.init): a cluster started earlier gets it too.
+        ctx = self.ctx
         actor = self._actor_class.options(runtime_env={"env_vars": _forwarded_env()}).remote(
-            self.tracker.uri, self.experiment_id, self.parent_run_id, self.plan.experiment, self.retry)
+            ctx.tracker.uri, ctx.experiment_id, ctx.parent_run_id, ctx.plan.experiment, ctx.retry)
         return _Slot(actor, ready=actor.where.remote())
 
     def _placed(self, slot: _Slot, ref: Any) -> None:
@@ -189,7 +184,7 @@ class _Driver:
             raise WorkbenchError(f"no Ray worker started within {timeout:g} s ({why}); free the resources, "
                                  f"lower --workers, or set {START_TIMEOUT_ENV} higher for a cluster that is "
                                  f"still adding nodes, and run again (finished images are kept)")
-        _warn(self.tracker, self.parent_run_id,
+        _warn(self.ctx,
               f"{len(late)} Ray worker(s) did not start within {timeout:g} s ({why}); going on with {alive}")
 
     def _start_timeout(self) -> float:
@@ -230,36 +225,21 @@ class _Driver:
         self._record(outcome)
 
     def _record(self, outcome: BatchOutcome) -> None:
-        from .runner import count_outcome
-
-        for status in outcome.statuses.values():
-            count_outcome(self.summary, status)
-        self.summary.retries += outcome.retries
-        self.summary.oom_splits += outcome.oom_splits
-        self.summary.spooled += [e for e in outcome.logged if e.outcome == "SPOOLED"]
-        self.summary.log_failures += [e for e in outcome.logged if e.outcome == "LOG_FAILED"]
-        self.bar.advance(len(outcome.statuses), self.summary)
+        """Count a batch a worker generated and logged itself."""
+        self.ctx.count_batch(outcome.retries, outcome.oom_splits)
+        self.ctx.summary.add_logged(outcome.logged)
+        self.ctx.count_logged_elsewhere(outcome.statuses.values())
 
     def _record_failures(self, batch: list[GenerationRequest], reason: str, error_type: str) -> None:
-        from .runner import count_outcome
-
-        logger = BackgroundLogger(self.tracker, self.experiment_id, self.parent_run_id,
-                                  experiment=self.plan.experiment)
-        for request in batch:
-            failure = GenerationFailure(request=request, reason=reason, error_type=error_type)
-            count_outcome(self.summary, failure.status)
-            logger.submit(failure)
-        self.summary.log_failures += [e for e in logger.close() if e.outcome == "LOG_FAILED"]
-        self.bar.advance(len(batch), self.summary)
+        """Fail a batch no worker could generate: logged from here, like the local executor's failures."""
+        self.ctx.record(failures(batch, reason, error_type))
 
     def _worker_died(self, job: _Job, exc: Exception) -> None:
-        from .runner import count_outcome
-
         slot = job.slot
         assert slot is not None
         if not slot.dead:  # first news of this death: replace the worker
             slot.dead = True
-            self.summary.worker_deaths += 1
+            self.ctx.summary.worker_deaths += 1
             self.replacements += 1
             if self.replacements > 2 * len(self.slots) + 2:
                 raise WorkbenchError(f"Ray workers keep dying ({self.replacements} so far); the last one: "
@@ -267,9 +247,7 @@ class _Driver:
                                      f"for out-of-memory kills or import errors")
             self.slots.append(self._start_worker())
         done = self._reap(job)
-        for status in done.values():
-            count_outcome(self.summary, status)
-        self.bar.advance(len(done), self.summary)
+        self.ctx.count_logged_elsewhere(done.values())
         rest = [r for r in job.batch if r.run_key not in done]
         if not rest:
             return
@@ -287,24 +265,16 @@ class _Driver:
         image is retried by the next ``workbench run`` (as locally), never twice within one sweep.
         """
         keys = {r.run_key for r in job.batch}
-        client = self.tracker.client
-        runs = client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
-                                  max_results=50000)
         done: dict[str, str] = {}
-        for run in runs:
-            key = run.data.tags.get(RUN_KEY_TAG)
-            if key not in keys or run.data.tags.get(KIND_TAG) != "image":
+        for run in self.ctx.tracker.children(self.ctx.experiment_id, self.ctx.parent_run_id):
+            if run.run_key not in keys:
                 continue
-            outcome = run.data.tags.get("workbench.outcome")
-            if run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, "workbench.status_reason",
-                               "the Ray worker logging this run died before it finished; the image was "
-                               "generated again on another worker")
-                client.set_tag(run.info.run_id, "workbench.outcome", "KILLED")
-                client.set_terminated(run.info.run_id, "KILLED")
+            if run.status == "RUNNING":
+                self.ctx.tracker.mark_killed(run.run_id, "the Ray worker logging this run died before it "
+                                                         "finished; the image was generated again on another worker")
             # A FAILED run whose outcome says FINISHED is an image whose logging broke: generate it again.
-            elif (run.info.status, outcome) in COMPLETE_RUNS:
-                done[key] = outcome
+            elif run.complete:
+                done[run.run_key] = run.tags[OUTCOME_TAG]
         return done
 
     def _drain(self, timeout_s: float = 60.0) -> None:
@@ -323,10 +293,10 @@ def _forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
 
 
-def _warn(tracker: Tracker, parent_run_id: str, message: str) -> None:
+def _warn(ctx: ExecutionContext, message: str) -> None:
     """A line on stderr now (above the progress bar), and a tag on the parent run for later readers."""
     print(f"workbench: warning: {message}", file=sys.stderr, flush=True)
-    tracker.client.set_tag(parent_run_id, "workbench.ray_note", message[:5000])
+    ctx.tracker.set_tags(ctx.parent_run_id, {RAY_NOTE_TAG: message[:5000]})
 
 
 def preflight(tracker: Tracker, options: RayOptions) -> None:
@@ -345,12 +315,11 @@ def preflight(tracker: Tracker, options: RayOptions) -> None:
                              f"run a tracking server (docs/scale.md) and pass --tracking-uri http://HOST:PORT")
 
 
-def execute_on_ray(plan: Plan, tracker: Tracker, experiment_id: str, parent_run_id: str, summary: Any,
-                   retry: Any, bar: Any, options: RayOptions) -> None:
-    """Run ``plan.batches`` on Ray workers (see the module docstring); counts go into ``summary``."""
+def execute_on_ray(ctx: ExecutionContext, options: RayOptions) -> None:
+    """Run ``ctx.plan.batches`` on Ray workers (see the module docstring); counts go into ``ctx.summary``."""
     import ray
 
-    if not plan.batches:
+    if not ctx.plan.batches:
         return
     started_here = not ray.is_initialized()
     if started_here:
@@ -362,7 +331,7 @@ def execute_on_ray(plan: Plan, tracker: Tracker, experiment_id: str, parent_run_
             init["address"] = options.address
         ray.init(**init)
     try:
-        _Driver(plan, tracker, experiment_id, parent_run_id, summary, retry, bar, options, ray).run()
+        _Driver(ctx, options, ray).run()
     finally:
         if started_here:
             ray.shutdown()

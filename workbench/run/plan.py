@@ -13,12 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Backend
-from .backends.registry import get_backend
-from .errors import UnsupportedRequestError
-from .experiments.expand import expand
-from .experiments.spec import ExperimentSpec
-from .types import GenerationRequest
+from ..backends.base import Backend
+from ..backends.registry import get_backend
+from ..errors import UnsupportedRequestError
+from ..experiments.expand import expand
+from ..experiments.spec import ExperimentSpec
+from ..prompts.templates import TemplateLibrary
+from ..tracking.schema import LATENCY_METRIC, RunRecord
+from ..tracking.store import Tracker
+from ..types import GenerationRequest
 
 __all__ = ["Plan", "PlanRow", "make_plan", "make_batches"]
 
@@ -104,10 +107,10 @@ def make_batches(requests: Sequence[GenerationRequest], backends: dict[str, Back
     return batches
 
 
-def _seconds_per_image(history: list[Any], backend: Backend, request: GenerationRequest) -> float | None:
+def _seconds_per_image(history: list[RunRecord], backend: Backend, request: GenerationRequest) -> float | None:
     # Median logged latency of the same backend/model/size/steps beats any prior.
-    same = [r.metrics["latency_s"] for r in history
-            if r.status == "FINISHED" and "latency_s" in r.metrics
+    same = [r.metrics[LATENCY_METRIC] for r in history
+            if r.status == "FINISHED" and LATENCY_METRIC in r.metrics
             and r.params.get("backend") == request.backend and r.params.get("model") == request.model
             and r.params.get("size") == f"{request.width}x{request.height}"
             and r.params.get("steps") == str(request.steps)]
@@ -116,8 +119,8 @@ def _seconds_per_image(history: list[Any], backend: Backend, request: Generation
     return backend.estimate_seconds(request)
 
 
-def make_plan(spec: ExperimentSpec, *, tracker: Any = None, experiment: str | None = None,
-              library: Any = None, max_batch: int | None = None) -> Plan:
+def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experiment: str | None = None,
+              library: TemplateLibrary | None = None, max_batch: int | None = None) -> Plan:
     """Expand, validate and cost ``spec``; with a ``tracker``, mark what is already logged."""
     experiment = experiment or spec.name
     backends: dict[str, Backend] = {}

@@ -4,7 +4,7 @@
     workbench templates show photoreal
     workbench templates render photoreal --var subject="a red fox in snow" --var lens=200mm --json
 
-The main CLI mounts it with ``cli.add_command(templates_group)``. Errors follow the CLI convention:
+``app.py`` mounts it with ``cli.add_command(templates_group)``. Errors follow the CLI convention:
 ``error: <message>`` on stderr, exit code 2 for a ``UserInputError``, 1 for any other ``WorkbenchError``.
 """
 
@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import handle_errors
-from .config import template_dirs
-from .errors import TemplateError, UserInputError
-from .prompts.templates import PromptTemplate, TemplateLibrary, TemplateVariable
+from ..config import template_dirs
+from ..errors import TemplateError, UserInputError
+from ..prompts.templates import PromptTemplate, TemplateLibrary, TemplateVariable
+from .common import handle_errors
 
 __all__ = ["templates_group", "parse_vars"]
 

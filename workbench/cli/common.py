@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import UserInputError, WorkbenchError
+from ..errors import UserInputError, WorkbenchError
 
 __all__ = ["out", "err", "handle_errors", "tracking_option"]
 

@@ -14,13 +14,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .config import workbench_home
-from .hashing import content_hash
-from .types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+from ..config import workbench_home
+from ..hashing import content_hash
+from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
+from .schema import SPOOLED_TAG
+
+if TYPE_CHECKING:
+    from .store import Tracker
 
 __all__ = ["spool_dir", "spool_result", "pending", "load_entry", "upload_spool"]
 
@@ -40,11 +44,12 @@ def spool_result(result: GenerationResult, *, tracking_uri: str, experiment: str
         "experiment": experiment, "parent_run_id": parent_run_id, "status": result.status,
         "request": result.request.to_dict(), "latency_s": result.latency_s, "cost_usd": result.cost_usd,
         "backend_ids": dict(result.backend_ids), "environment": dict(result.environment),
-        "notes": dict(result.notes),
+        "notes": dict(result.notes), "batch_size": result.batch_size, "batch_index": result.batch_index,
+        "batch_id": result.batch_id,
     }
     if isinstance(result, GeneratedImage):
-        data.update(revised_prompt=result.revised_prompt, flags=sorted(result.flags), batch_size=result.batch_size,
-                    batch_index=result.batch_index, original_format=result.original_format)
+        data.update(revised_prompt=result.revised_prompt, flags=sorted(result.flags),
+                    original_format=result.original_format)
         result.image.save(tmp / "image.png")
         if result.original_bytes is not None:
             (tmp / "original.bin").write_bytes(result.original_bytes)
@@ -69,8 +74,14 @@ def load_entry(folder: Path) -> tuple[GenerationResult, str, str | None]:
     """(result, experiment name, parent run id) of a spooled entry."""
     data = json.loads((folder / "result.json").read_text())
     request = GenerationRequest.from_dict(data["request"])
-    common = {"backend_ids": data["backend_ids"], "latency_s": data["latency_s"], "environment": data["environment"],
-              "notes": data["notes"], "cost_usd": data["cost_usd"]}
+    environment = dict(data["environment"])
+    # Entries spooled before the batch position moved out of the environment kept it there (and failures
+    # kept it nowhere else).
+    common = {"backend_ids": data["backend_ids"], "latency_s": data["latency_s"], "environment": environment,
+              "notes": data["notes"], "cost_usd": data["cost_usd"],
+              "batch_size": data.get("batch_size", environment.get("batch_size", 1)),
+              "batch_index": data.get("batch_index", environment.get("batch_index", 0)),
+              "batch_id": data.get("batch_id", environment.get("batch_id"))}
     result: GenerationResult
     if data["status"] == "FINISHED":
         with Image.open(io.BytesIO((folder / "image.png").read_bytes())) as img:
@@ -78,8 +89,7 @@ def load_entry(folder: Path) -> tuple[GenerationResult, str, str | None]:
             image = img.copy()
         original = folder / "original.bin"
         result = GeneratedImage(request=request, image=image, revised_prompt=data["revised_prompt"],
-                                flags=frozenset(data["flags"]), batch_size=data["batch_size"],
-                                batch_index=data["batch_index"], original_format=data["original_format"],
+                                flags=frozenset(data["flags"]), original_format=data["original_format"],
                                 original_bytes=original.read_bytes() if original.is_file() else None, **common)
     else:
         result = GenerationFailure(request=request, reason=data["reason"], status=data["status"],
@@ -87,7 +97,7 @@ def load_entry(folder: Path) -> tuple[GenerationResult, str, str | None]:
     return result, data["experiment"], data["parent_run_id"]
 
 
-def upload_spool(tracker: Any) -> int:
+def upload_spool(tracker: Tracker) -> int:
     """Log every spooled entry of ``tracker``'s store (skipping ones already FINISHED); returns how many."""
     uploaded = 0
     finished: dict[str, set[str]] = {}  # experiment → finished run keys, searched once per experiment
@@ -96,7 +106,7 @@ def upload_spool(tracker: Any) -> int:
         experiment_id = tracker.experiment_id(experiment)
         done = finished.setdefault(experiment, set(tracker.finished_keys(experiment)))
         if result.request.run_key not in done:
-            tracker.log_image_run(experiment_id, parent, result, extra_tags={"workbench.spooled": "true"})
+            tracker.log_image_run(experiment_id, parent, result, extra_tags={SPOOLED_TAG: "true"})
             done.add(result.request.run_key)
             uploaded += 1
         shutil.rmtree(folder)

@@ -5,7 +5,7 @@
     workbench reproduce out.png --tracking-uri sqlite:////path/mlflow.db
     workbench reproduce a1111.png --model embedded:tiny-sd
 
-The main CLI mounts both with ``cli.add_command``. Exit codes: 0 for a completed reproduction, bit-exact
+``app.py`` mounts both with ``cli.add_command``. Exit codes: 0 for a completed reproduction, bit-exact
 or not (the verdict is printed), unless ``--check`` asks for bit-exact (then a difference exits 1, for
 scripts and CI); 2 for bad input (unknown run, PNG without metadata...); 1 for any other failure.
 """
@@ -20,15 +20,15 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import err, handle_errors, out, tracking_option
+from ..types import GenerationRequest
+from .common import err, handle_errors, out, tracking_option
 
 __all__ = ["inspect_command", "reproduce_command"]
 
 # Environment fields worth a glance, in this order (the JSON output has them all).
 _HIGHLIGHTS = ("backend", "device", "device_name", "dtype", "python", "torch", "diffusers", "transformers", "numpy",
                "cuda", "cudnn", "model_source", "revision", "weights_hash", "pipeline_class", "scheduler",
-               "attention", "torch_threads", "deterministic_algorithms", "workbench", "git_commit", "git_dirty",
-               "batch_id")
+               "attention", "torch_threads", "deterministic_algorithms", "workbench", "git_commit", "git_dirty")
 
 
 def _table(title: str) -> Table:
@@ -44,7 +44,7 @@ def _value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _request_rows(table: Table, request: Any) -> None:
+def _request_rows(table: Table, request: GenerationRequest) -> None:
     rows = [("prompt", request.prompt), ("negative prompt", request.negative_prompt or "(none)"),
             ("backend", request.backend), ("model", request.model),
             ("seed", request.seed if request.seed is not None else "(not controlled)"),
@@ -71,9 +71,9 @@ def _request_rows(table: Table, request: Any) -> None:
 @handle_errors
 def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
     """Show the generation metadata of FILE.png: the workbench chunk and the A1111 parameters."""
-    from .errors import MetadataError
-    from .provenance.a1111 import unused_a1111_keys
-    from .provenance.png import read_png_metadata
+    from ..errors import MetadataError
+    from ..provenance.a1111 import unused_a1111_keys
+    from ..provenance.png import read_png_metadata
 
     meta = read_png_metadata(file)
     a1111 = meta.a1111
@@ -100,6 +100,7 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
         for key, value in (("run id", meta.run_id), ("experiment id", meta.experiment_id),
                            ("tracking URI", meta.tracking_uri),
                            ("batch", f"image {batch['index'] + 1} of {batch['size']}" if batch else None),
+                           ("batch id", meta.batch_id),
                            ("revised prompt", chunk.get("revised_prompt")),
                            ("flags", ", ".join(chunk.get("flags") or []) or None),
                            ("backend ids", chunk.get("backend_ids") or None)):
@@ -151,7 +152,7 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
 def reproduce_command(source: str, tracking_uri: str | None, exact_batch: bool, no_log: bool, model: str | None,
                       as_json: bool, check: bool) -> None:
     """Regenerate SOURCE (an MLflow run id or a PNG) and report: bit-exact, or how far it differs."""
-    from .reproduce import reproduce
+    from ..reproduce.regenerate import reproduce
 
     report = reproduce(source, tracking_uri=tracking_uri, exact_batch=exact_batch, log=not no_log, model=model)
     if as_json:

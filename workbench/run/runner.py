@@ -1,0 +1,196 @@
+"""The one orchestrator: plan → parent run → an executor (local or Ray) → flush → grids → summary.
+
+``run_experiment`` checks the store, cleans up after a crashed run, plans, and hands the plan to
+``run_plan``, which owns the parent run, the background logger and the progress bar, gives them to an
+executor in one ``ExecutionContext``, and whatever happens flushes every finished image to the store
+(or the local spool) before it returns. Retries live in ``batch.py``; only the executors loop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import workbench_home
+from ..errors import BackendError, BudgetError, TrackingError
+from ..experiments.spec import ExperimentSpec, load_spec
+from ..grids.pivot import varying_keys
+from ..grids.render import grid_from_records, safe_name, save_png_atomic
+from ..hashing import canonical_json, content_hash
+from ..prompts.templates import TemplateLibrary
+from ..tracking.logger import BackgroundLogger
+from ..tracking.schema import (
+    BLOCKED_TAG,
+    EXECUTOR_TAG,
+    FAILED_TAG,
+    FINISHED_TAG,
+    SKIPPED_TAG,
+    SPEC_HASH_TAG,
+    SPEC_TAG,
+    STATUS_REASON_TAG,
+    request_params,
+)
+from ..tracking.spool import spool_dir, upload_spool
+from ..tracking.store import Tracker
+from .batch import RetryPolicy
+from .context import ExecutionContext, ProgressBar, RunSummary
+from .local_executor import execute_locally
+from .plan import Plan, make_plan
+from .ray_executor import RayOptions, execute_on_ray, preflight
+
+__all__ = ["run_experiment", "run_plan", "recover"]
+
+
+def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | None = None,
+                   experiment: str | None = None, max_cost: float | None = None, max_batch: int | None = None,
+                   progress: bool = True, grids_dir: Path | None = None, make_grids: bool = True,
+                   retry: RetryPolicy | None = None, library: TemplateLibrary | None = None,
+                   ray: RayOptions | None = None
+                   ) -> RunSummary:
+    """Run every image of ``spec`` that is not already logged, and log each one to MLflow.
+
+    Example:
+        >>> summary = run_experiment("experiments/quickstart.yaml", progress=False)  # doctest: +SKIP
+        >>> summary.finished, summary.grids  # doctest: +SKIP
+    """
+    spec_text = None
+    if not isinstance(spec, ExperimentSpec):
+        spec_text = Path(spec).read_text(encoding="utf-8") if Path(spec).is_file() else None
+        spec = load_spec(spec)
+    tracker = Tracker(tracking_uri)
+    tracker.check()  # before anything is generated
+    recover(tracker, experiment or spec.name)
+    plan = make_plan(spec, tracker=tracker, experiment=experiment, library=library, max_batch=max_batch)
+    if max_cost is not None and plan.est_cost > max_cost:
+        raise BudgetError(f"the plan is estimated at ${plan.est_cost:.2f}, over --max-cost ${max_cost:.2f}; "
+                          f"reduce the sweep or raise the budget")
+    return run_plan(plan, tracker, spec_text=spec_text, progress=progress, grids_dir=grids_dir,
+                    make_grids=make_grids, retry=retry, ray=ray)
+
+
+def recover(tracker: Tracker, experiment: str) -> tuple[int, int]:
+    """Clean up after a crashed run: upload spooled images, mark dead processes' runs KILLED."""
+    uploaded = upload_spool(tracker)
+    experiment_id = tracker.experiment_id(experiment, create=False)
+    reaped = tracker.reap_stale_runs(experiment_id) if experiment_id else 0
+    return uploaded, reaped
+
+
+def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, progress: bool = True,
+             grids_dir: Path | None = None, make_grids: bool = True, retry: RetryPolicy | None = None,
+             ray: RayOptions | None = None) -> RunSummary:
+    """Execute a plan made by ``make_plan`` (see ``run_experiment``); on a Ray cluster when ``ray`` is given."""
+    started = time.perf_counter()
+    for name, backend in plan.backends.items():
+        backend.preflight({r.model for r in plan.todo if r.backend == name})
+    if ray is not None:
+        preflight(tracker, ray)
+    experiment_id = tracker.experiment_id(plan.experiment)
+    assert experiment_id is not None
+    spec_dump = spec_text or yaml.safe_dump(plan.spec.model_dump(exclude_defaults=True), sort_keys=False)
+    parent = tracker.start_parent(
+        experiment_id, name=f"{plan.spec.name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={SPEC_TAG: plan.spec.name, SPEC_HASH_TAG: content_hash(spec_dump),
+              EXECUTOR_TAG: "local" if ray is None else f"ray ({ray.address or 'local cluster'})"},
+        params={"backend": plan.spec.backend, "model": plan.spec.model, "template": plan.spec.template or "",
+                "seeds": len(plan.spec.seeds), "factors": ",".join(plan.spec.vary) or "(none)",
+                "images": plan.total_images, "skipped": len(plan.done)},
+        texts={"spec.yaml": spec_dump, "plan.json": canonical_json(plan.to_dict())})
+    summary = RunSummary(experiment=plan.experiment, experiment_id=experiment_id, parent_run_id=parent,
+                         tracking_uri=tracker.display_uri, planned=plan.total_images, skipped=len(plan.done))
+    ctx = ExecutionContext(plan=plan, tracker=tracker, experiment_id=experiment_id, parent_run_id=parent,
+                           summary=summary, retry=retry or RetryPolicy(),
+                           progress=ProgressBar(len(plan.todo), enabled=progress, description=plan.spec.name),
+                           logger=BackgroundLogger(tracker, experiment_id, parent, experiment=plan.experiment))
+    status, reason = "FINISHED", None
+    try:
+        if ray is None:
+            execute_locally(ctx)
+        else:
+            execute_on_ray(ctx, ray)
+    except KeyboardInterrupt:
+        status, reason = "KILLED", "interrupted (Ctrl-C): finished images were kept; run again to resume"
+        summary.stopped = reason
+    except (BackendError, TrackingError) as exc:  # fatal: auth, quota, missing dependency, store gone
+        status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
+        summary.stopped = reason
+    except BaseException as exc:  # a bug: the parent run says so (not FINISHED), and the traceback goes on up
+        status, reason = "FAILED", f"unexpected {type(exc).__name__}: {str(exc)[:500]}"
+        summary.stopped = reason
+        raise
+    finally:
+        ctx.progress.close()
+        summary.add_logged(ctx.logger.close())  # flush: every finished image reaches the store (or the spool)
+        summary.not_run = summary.planned - summary.skipped - summary.logged
+        summary.seconds = time.perf_counter() - started
+        if summary.spooled:
+            summary.spool_dir = spool_dir(tracker.uri)
+        if summary.spooled or summary.log_failures:
+            first = (summary.spooled + summary.log_failures)[0].error or "no error recorded"
+            summary.stopped = summary.stopped or f"the tracking store stopped taking writes (first error: {first})"
+        else:
+            _finish_parent(plan, tracker, parent, summary, status, reason, grids_dir, make_grids)
+    return summary
+
+
+def _finish_parent(plan: Plan, tracker: Tracker, parent: str, summary: RunSummary, status: str, reason: str | None,
+                   grids_dir: Path | None, make_grids: bool) -> None:
+    if make_grids and summary.logged + summary.skipped:
+        summary.grids = _write_grids(plan, tracker, parent, grids_dir)
+    tracker.log_text(parent, canonical_json(_summary_dict(summary)), "summary.json")
+    tracker.end_run(parent, status, tags={
+        FINISHED_TAG: str(summary.finished), FAILED_TAG: str(summary.failed), BLOCKED_TAG: str(summary.blocked),
+        SKIPPED_TAG: str(summary.skipped), **({STATUS_REASON_TAG: reason} if reason else {})})
+
+
+def _touched(factor: str) -> set[str]:
+    """The logged params a factor changes (so they are not held fixed in its grid)."""
+    if factor in ("size", "width", "height"):
+        return {"size", "width", "height"}
+    if factor == "backend":
+        return {"backend", "model"}
+    if factor == "template" or factor.startswith("var."):
+        return {factor, "negative_prompt"}
+    return {factor}
+
+
+def _write_grids(plan: Plan, tracker: Tracker, parent: str, grids_dir: Path | None) -> list[Path]:
+    """One grid per factor (levels across, seeds down), plus the two-axis grid; logged to the parent."""
+    keys = {r.run_key for r in plan.requests}
+    records = [r for r in tracker.records(plan.experiment) if r.run_key in keys]
+    if not records:
+        return []
+    base = request_params(plan.requests[0])
+    jobs = [(factor, "seed", "size" if factor in ("width", "height") else factor) for factor in plan.spec.vary]
+    if plan.spec.grid:
+        rows, cols = plan.spec.grid.rows.factor, plan.spec.grid.cols.factor
+        jobs.append((f"{rows}-x-{cols}", rows, cols))
+    if not jobs:
+        jobs.append(("base", "seed", "model"))  # no factor: the seeds of the one cell
+    folder = (grids_dir or workbench_home() / "grids" / safe_name(plan.experiment)).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows, cols in jobs:
+        free = _touched(rows) | _touched(cols)
+        where = {k: base[k] for k in varying_keys(records) if k not in free and k in base}
+        title = f"{plan.experiment}: {cols} x {rows}"
+        image, _ = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=where, title=title,
+                                     base=base)
+        path = save_png_atomic(image, folder / f"grid-{safe_name(name)}.png")
+        # Log this sweep's own bytes: a concurrent sweep of the same experiment may replace `path` next.
+        tracker.log_png(parent, image, f"grids/{path.name}")
+        written.append(path)
+    return written
+
+
+def _summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {"experiment": summary.experiment, "parent_run_id": summary.parent_run_id, "planned": summary.planned,
+            "skipped": summary.skipped, "finished": summary.finished, "failed": summary.failed,
+            "blocked": summary.blocked, "not_run": summary.not_run, "retries": summary.retries,
+            "oom_splits": summary.oom_splits,
+            "log_failures": [f"{e.run_key}: {e.error}" for e in summary.log_failures],
+            "spooled": [e.run_key for e in summary.spooled], "stopped": summary.stopped,
+            "seconds": round(summary.seconds, 3), "grids": [str(p) for p in summary.grids]}

@@ -1,0 +1,107 @@
+"""``BackgroundLogger``: image runs written on worker threads, so generation never waits for the store.
+
+PNG encoding and store I/O happen here, off the generating thread. A write that still fails after its
+retries is kept in the local spool (``spool.py``), and the logger stops spending retries on a store
+that is gone (``store_failed``); ``close()`` says what happened to every result.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import TrackingError
+from ..types import GenerationResult
+from .spool import spool_result
+from .store import Tracker
+
+__all__ = ["BackgroundLogger", "LoggedRun", "SPOOLED", "LOG_FAILED"]
+
+SPOOLED, LOG_FAILED = "SPOOLED", "LOG_FAILED"  # what became of a result the store did not take
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """What became of one result: its run id, or SPOOLED / LOG_FAILED with the error."""
+
+    run_key: str
+    run_id: str | None
+    outcome: str
+    error: str | None = None
+
+
+@dataclass
+class BackgroundLogger:
+    """Logs image runs on worker threads; ``submit`` blocks only when ``max_pending`` are queued.
+
+    Bounded, so memory stays flat however fast the generator is; ``close()`` waits until every
+    submitted result is written and returns what happened to each.
+    """
+
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str | None
+    workers: int = 2
+    max_pending: int = 32
+    extra_tags: Mapping[str, str] = field(default_factory=dict)
+    experiment: str = ""
+    on_logged: Callable[[LoggedRun], None] | None = None  # called from the worker threads
+
+    def __post_init__(self) -> None:
+        self._queue: queue.Queue[GenerationResult | None] = queue.Queue(maxsize=self.max_pending)
+        self._done: list[LoggedRun] = []
+        self._lock = threading.Lock()
+        self.store_failed = threading.Event()  # set when a write failed for good: the runner stops
+        self._threads = [threading.Thread(target=self._work, name=f"workbench-log-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, result: GenerationResult) -> None:
+        self._queue.put(result)
+
+    def _work(self) -> None:
+        while True:
+            result = self._queue.get()
+            if result is None:
+                return
+            outcome = result.status
+            try:
+                if self.store_failed.is_set():  # the store is gone: don't spend retries on every image
+                    raise TrackingError("the store already failed during this run")
+                run_id = self._log_with_retry(result)
+                logged = LoggedRun(result.request.run_key, run_id, outcome)
+            except Exception as exc:  # the store is gone: keep the image in the local spool
+                self.store_failed.set()
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                try:
+                    where = spool_result(result, tracking_uri=self.tracker.uri, experiment=self.experiment,
+                                         parent_run_id=self.parent_run_id)
+                    logged = LoggedRun(result.request.run_key, None, SPOOLED, f"{error}; saved in {where}")
+                except Exception as spool_exc:
+                    logged = LoggedRun(result.request.run_key, None, LOG_FAILED, f"{error}; spool: {spool_exc}")
+            with self._lock:
+                self._done.append(logged)
+            if self.on_logged:
+                self.on_logged(logged)
+
+    def _log_with_retry(self, result: GenerationResult, attempts: int = 3) -> str:
+        for attempt in range(attempts):
+            try:
+                return self.tracker.log_image_run(self.experiment_id, self.parent_run_id, result,
+                                                  extra_tags=self.extra_tags)
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> list[LoggedRun]:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        return list(self._done)
