@@ -184,6 +184,22 @@ def test_a1111_texts_that_cannot_become_a_request_say_why() -> None:
 
 # -- the workbench chunk --------------------------------------------------------------------------
 
+def test_the_batch_position_is_read_from_new_and_older_files() -> None:
+    request = req()
+    new = GeneratedImage(request=request, image=fake_image(request), batch_size=2, batch_index=1, batch_id="call-1")
+    meta = read_png_metadata(encode_png(new.image, parameters="", workbench=workbench_metadata(
+        new, run_id=None, tracking_uri=None)))
+    assert meta.batch == {"size": 2, "index": 1, "id": "call-1"} and meta.batch_id == "call-1"
+    assert meta.environment == {}  # the environment holds the setup only
+    # Written before the call id moved under "batch": the runner had put it in the environment.
+    old = GeneratedImage(request=request, image=fake_image(request), batch_size=2, batch_index=1,
+                         environment={"batch_size": 2, "batch_index": 1, "batch_id": "call-0"})
+    meta = read_png_metadata(encode_png(old.image, parameters="", workbench=workbench_metadata(
+        old, run_id=None, tracking_uri=None)))
+    assert meta.batch == {"size": 2, "index": 1} and meta.batch_id == "call-0"
+
+
+
 def test_read_png_metadata_returns_both_chunks_verified(tmp_path: Path) -> None:
     request = req(prompt="日本の灯台, at dusk", negative_prompt="blurry", options={"dtype": "fp32"},
                   template="photoreal", variables={"subject": "lighthouse"}, experiment="sweep", factor="guidance",

@@ -56,3 +56,24 @@ def test_spool_is_per_store(tracking_uri: str, tmp_path: Path) -> None:
     spool_result(GenerationFailure(request=request(), reason="x"), tracking_uri=tracking_uri, experiment="e",
                  parent_run_id=None)
     assert pending(f"sqlite:///{tmp_path / 'other.db'}") == []
+
+
+def test_the_batch_position_has_one_source_and_is_derived_where_it_is_written(tracking_uri: str) -> None:
+    import json
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("batched")
+    image = GeneratedImage(request=request(), image=Image.new("RGB", (32, 32)), environment={"device": "cpu"},
+                           batch_size=3, batch_index=2, batch_id="call-7")
+    failure = GenerationFailure(request=request(seed=4), reason="nan", batch_size=3, batch_index=1, batch_id="call-7")
+    for result in (image, failure):
+        tracker.log_image_run(experiment_id, None, result)
+    by_seed = {r.params["seed"]: r for r in tracker.records("batched")}
+    assert by_seed["3"].metrics["batch_size"] == 3 and by_seed["3"].metrics["batch_index"] == 2
+    assert {r.tags["workbench.batch_id"] for r in by_seed.values()} == {"call-7"}
+    for seed, index in (("3", 2), ("4", 1)):  # a failed image's position is kept in its environment.json
+        environment = json.loads(tracker.load_bytes(by_seed[seed].run_id, "environment.json"))
+        assert (environment["batch_size"], environment["batch_index"], environment["batch_id"]) == (3, index, "call-7")
+    assert json.loads(tracker.load_bytes(by_seed["3"].run_id, "environment.json"))["device"] == "cpu"
+    members = tracker.batch_members(experiment_id, "call-7")
+    assert sorted(m.run_id for m in members) == sorted(r.run_id for r in by_seed.values())
