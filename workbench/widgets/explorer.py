@@ -15,6 +15,9 @@ import ipywidgets as w
 from ..errors import WorkbenchError
 from ..experiments.spec import ExperimentSpec, parse_spec
 from ..prompts.templates import PromptTemplate, RenderedPrompt, TemplateLibrary, TemplateVariable
+from ..run.context import RunSummary
+from ..run.runner import run_experiment
+from .comparison import ComparisonGrid
 
 __all__ = ["TemplateExplorer", "variable_widget", "parse_levels", "template_summary_html"]
 
@@ -103,8 +106,8 @@ class TemplateExplorer:
             raise WorkbenchError(f"no templates in {', '.join(map(str, self.library.dirs))}")
         self.rendered: RenderedPrompt | None = None
         self.error: str | None = None
-        self.summary: Any = None  # the RunSummary of the last launch
-        self.grid: Any = None  # its ComparisonGrid
+        self.summary: RunSummary | None = None  # of the last launch
+        self.grid: ComparisonGrid | None = None  # its grid
         self.variable_controls: dict[str, w.ValueWidget] = {}
         self.template_control = w.Dropdown(options=names, value=template or names[0], description="template")
         self.about = w.HTML()
@@ -231,13 +234,10 @@ class TemplateExplorer:
     def build_spec(self) -> ExperimentSpec:
         return parse_spec(self.spec_data(), source="TemplateExplorer")
 
-    def launch(self, **run_options: Any) -> Any:
+    def launch(self, **run_options: Any) -> RunSummary:
         """Run the experiment (only what is not logged yet), show its ComparisonGrid, return the summary.
 
         ``run_options`` go to ``run_experiment`` (e.g. ``grids_dir``)."""
-        from ..run.runner import run_experiment
-        from .comparison import ComparisonGrid
-
         spec = self.build_spec()
         self.summary = run_experiment(spec, tracking_uri=self.tracking_uri, progress=False, library=self.library,
                                       **run_options)
