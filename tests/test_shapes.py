@@ -63,9 +63,9 @@ def test_parse_prompt_round_trips_every_caption() -> None:
 
 
 def test_caption_words_are_single_tokens() -> None:
-    from workbench.models.shapes.train import build_tokenizer
+    from workbench.models.shapes.recipe import build_tokenizer
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(16)
     for word in dataset.WORDS:
         assert len(tokenizer(word).input_ids) == 3, word  # start, the word, end
     words = {w for a in dataset.all_attrs() for s in range(dataset.STYLES) for w in caption(a, s).replace(",", "").split()}
@@ -124,6 +124,13 @@ def test_shapes_template_renders_the_caption_grammar() -> None:
 
 # ---------------------------------------------------------------------------------------------- training
 
+def _weights(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*.safetensors"))}
+
+
 @pytest.mark.slow
 def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> None:
     import yaml
@@ -132,9 +139,11 @@ def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> No
     from workbench.models.shapes import train
     from workbench.types import GeneratedImage, GenerationRequest
 
-    out = tmp_path / "shapes-tiny"
-    assert train.main(["--tiny", "--out", str(out), "--device", "cpu", "--seed", "1"]) == 0
+    out, checkpoints = tmp_path / "shapes-tiny", tmp_path / "checkpoints"
+    assert train.main(["--tiny", "--out", str(out), "--seed", "1", "--checkpoint-dir", str(checkpoints),
+                       "--threads", "1"]) == 0
     assert (out / "model_index.json").is_file() and (out / "samples.png").is_file()
+    assert not checkpoints.exists()  # the weights are saved: the checkpoint is gone
     card = (out / "README.md").read_text()
     assert "| guidance | colour | shape | size | position | background | overall |" in card
     for guidance in ("1", "3", "5", "7.5"):
@@ -142,7 +151,10 @@ def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> No
     report = yaml.safe_load((out / "training.yaml").read_text())
     assert set(report["scores"]) == {"1", "3", "5", "7.5"} and report["seed"] == 1
     assert all(0 <= v <= 1 for row in report["scores"].values() for v in row.values())
-    assert report["unet_steps"] == 20 and len(report["score_prompts"]) == 8
+    assert report["config"]["unet_steps"] == 20 and len(report["score_prompts"]) == 8
+    assert set(report["seconds"]) == {"vae", "decoder", "denoiser"} and report["seconds_per_image"] > 0
+    scheduler = yaml.safe_load((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction" and scheduler["rescale_betas_zero_snr"] is True
 
     backend = DiffusersBackend(device="cpu")
     prompt = TemplateLibrary().render("shapes", {"colour": "blue", "position": "left"})
@@ -156,23 +168,87 @@ def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> No
     backend.close()
 
 
-@pytest.mark.slow
-def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
+def _small_config() -> dict:
     import copy
-    import hashlib
 
     from workbench.models.shapes import train
 
     cfg = copy.deepcopy(train.CONFIGS["tiny"])
-    cfg.update(images=64, vae_steps=3, unet_steps=3, score_prompts=1, score_steps=2)
+    cfg.update(images=64, vae_steps=4, decoder_steps=3, unet_steps=6, score_prompts=1, score_steps=2)
+    return cfg
 
-    def weights(folder: Path) -> dict[str, str]:
-        return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-                for f in sorted(folder.rglob("*.safetensors"))}
 
-    first = train.train(tmp_path / "a", cfg=cfg, seed=5)
-    second = train.train(tmp_path / "b", cfg=cfg, seed=5)
-    assert weights(tmp_path / "a") == weights(tmp_path / "b") and len(weights(tmp_path / "a")) == 3
-    assert first["unet_losses"] == second["unet_losses"] and first["scores"] == second["scores"]
-    train.train(tmp_path / "c", cfg=cfg, seed=6)
-    assert weights(tmp_path / "c") != weights(tmp_path / "a")
+@pytest.mark.slow
+def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
+    import torch
+
+    from workbench.models.shapes import train
+
+    torch.set_num_threads(1)
+    cfg = _small_config()
+    first = train.train(tmp_path / "a", cfg=cfg, seed=5, checkpoint_dir=tmp_path / "ck", score=False)
+    second = train.train(tmp_path / "b", cfg=cfg, seed=5, checkpoint_dir=tmp_path / "ck", score=False)
+    assert _weights(tmp_path / "a") == _weights(tmp_path / "b") and len(_weights(tmp_path / "a")) == 3
+    assert first["losses"] == second["losses"] and set(first["losses"]) == {"vae", "decoder", "denoiser"}
+    train.train(tmp_path / "c", cfg=cfg, seed=6, checkpoint_dir=tmp_path / "ck", score=False)
+    assert _weights(tmp_path / "c") != _weights(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_a_training_run_killed_mid_phase_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """kill -9 during the denoiser phase, then --resume: the weights equal an uninterrupted run's, bit for bit."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from workbench.models.shapes import checkpoint, train
+
+    torch.set_num_threads(1)
+    cfg = _small_config()
+    cfg.update(unet_steps=60, batch=4)  # long enough to be killed in the middle
+    train.train(tmp_path / "straight", cfg=cfg, seed=3, checkpoint_dir=tmp_path / "ck-straight", score=False)
+
+    ck = tmp_path / "ck"
+    script = (f"import json, sys, torch; torch.set_num_threads(1)\n"
+              f"from pathlib import Path\nfrom workbench.models.shapes import train\n"
+              f"train.train(Path(sys.argv[1]), cfg=json.loads(sys.argv[2]), seed=3, checkpoint_dir=Path(sys.argv[3]),"
+              f" checkpoint_every_s=0, resume='--resume' in sys.argv, score=False)\n")
+    args = [sys.executable, "-c", script, str(tmp_path / "resumed"), json.dumps(cfg), str(ck)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    state = None
+    while time.time() < deadline and proc.poll() is None:  # wait until the denoiser phase has checkpoints
+        try:
+            state = checkpoint.load(ck, checkpoint.run_id(cfg, 3, "cpu"))
+        except Exception:  # caught mid-rename: try again
+            state = None
+        if state and state["phase"] == "denoiser" and 10 <= state["step"] < 40:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0][-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "resumed").exists()
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "resuming" in done.stdout and " at denoiser step " in done.stdout
+    assert _weights(tmp_path / "resumed") == _weights(tmp_path / "straight")
+
+
+def test_a_checkpoint_is_never_continued_without_resume_or_with_other_settings(tmp_path: Path) -> None:
+    from workbench.models.shapes import checkpoint, train
+
+    cfg = _small_config()
+    run = checkpoint.run_id(cfg, 0, "cpu")
+    checkpoint.save(tmp_path, {"run": run, "phase": "denoiser", "step": 7})
+    with pytest.raises(ValueError, match="pass --resume"):
+        train.train(tmp_path / "out", cfg=cfg, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="belongs to training run"):
+        train.train(tmp_path / "out", cfg=cfg, seed=1, checkpoint_dir=tmp_path, resume=True)
+    assert train.main(["--tiny", "--out", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path), "--seed", "1",
+                       "--resume"]) == 2

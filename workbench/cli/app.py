@@ -217,7 +217,22 @@ def ui(tracking_uri: str | None, port: int, host: str) -> None:
 
 @cli.group()
 def embedded() -> None:
-    """The embedded default model (built in code, no download)."""
+    """The embedded models: shipped or built in code, no download."""
+
+
+@embedded.command("list")
+@handle_errors
+def embedded_list() -> None:
+    """The embedded models, what each is for, and where it lives."""
+    from ..models import embedded as emb
+
+    table = Table("model", "what it is", "folder", "ready")
+    for name, entry in emb.EMBEDDED_MODELS.items():
+        path = emb.embedded_path(name)
+        ready = (path / "model_index.json").is_file()
+        table.add_row(f"embedded:{name}", entry["description"], str(path),
+                      "yes" if ready else ("[red]missing[/]" if "shipped" in entry else "no (built on first use)"))
+    out.print(table)
 
 
 @embedded.command("build")
@@ -225,11 +240,12 @@ def embedded() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if present.")
 @handle_errors
 def embedded_build(name: str, force: bool) -> None:
-    """Build the embedded model into the workbench home (deterministic; seconds)."""
+    """Build an embedded model into the workbench home (deterministic; seconds). Shipped models need none."""
     from ..models import embedded as emb
 
     path = emb.build(name, force=force)
-    out.print(f"embedded model [bold]embedded:{name}[/] ready at {path}")
+    how = "shipped with the workbench" if "shipped" in emb.EMBEDDED_MODELS[name.removeprefix(emb.PREFIX)] else "ready"
+    out.print(f"embedded model [bold]embedded:{name.removeprefix(emb.PREFIX)}[/] {how} at {path}")
 
 
 @cli.command()

@@ -1,12 +1,15 @@
-"""The embedded default model: a tiny Stable-Diffusion-style pipeline built in code.
+"""The embedded models: pipelines that come with the workbench, so it runs with no download and no GPU.
 
-No download, no GPU: ``build("tiny-sd")`` creates a UNet2DConditionModel, an AutoencoderKL, a
-CLIPTextModel and our own word-level CLIP tokenizer from fixed seeds, saves them with
-``save_pretrained`` and returns the folder, which the diffusers backend then loads through the
-ordinary ``from_pretrained`` path. The weights are random: images show the plumbing (seeds,
-batching, tracking, grids, reproduction), not a learned picture. Build twice, get the same bytes.
+Models are referred to as ``embedded:NAME`` in specs; the diffusers backend loads each through the
+ordinary ``from_pretrained`` path.
 
-Models are referred to as ``embedded:NAME`` in specs.
+- ``embedded:shapes`` (the default): the shapes demo model, trained on a CPU by
+  ``python -m workbench.models.shapes.train`` and shipped as fp16 safetensors with its model card in
+  ``workbench/models/shapes/weights/``. It draws what its prompts say in the caption grammar of the
+  ``shapes`` template ("a large red circle on the left, white background").
+- ``embedded:tiny-sd``: a random-weight Stable Diffusion architecture built in code from fixed seeds
+  (``build`` saves it into the workbench home; build twice, get the same bytes). Its images show the
+  plumbing (seeds, batching, tracking, grids, reproduction), not a learned picture: for tests.
 """
 
 from __future__ import annotations
@@ -69,7 +72,15 @@ def _build_tiny_sd(folder: Path) -> None:
     pipe.save_pretrained(folder, safe_serialization=True)
 
 
+SHAPES_WEIGHTS = Path(__file__).resolve().parent / "shapes" / "weights"
+
 EMBEDDED_MODELS: dict[str, dict[str, Any]] = {
+    "shapes": {
+        "shipped": SHAPES_WEIGHTS,
+        "description": "the shapes demo model: one flat shape, 64x64, follows colour, shape, size, position and "
+                       "background (template 'shapes'); trained on a CPU, 4 MB",
+        "default_size": (64, 64),
+    },
     "tiny-sd": {
         "build": _build_tiny_sd,
         "description": "random-weight Stable Diffusion architecture, 64x64, ~1 M parameters, CPU in seconds",
@@ -92,18 +103,26 @@ def _name(model: str) -> str:
 
 
 def embedded_path(model: str) -> Path:
-    """Folder of an embedded model (it may not be built yet)."""
-    return workbench_home() / "models" / f"{_name(model)}-v{BUILD_VERSION}"
+    """Folder of an embedded model (a built one may not be built yet)."""
+    name = _name(model)
+    shipped = EMBEDDED_MODELS[name].get("shipped")
+    return Path(shipped) if shipped else workbench_home() / "models" / f"{name}-v{BUILD_VERSION}"
 
 
 def build(model: str = "tiny-sd", *, force: bool = False) -> Path:
-    """Build ``embedded:NAME`` into the workbench home (atomically) and return its folder."""
+    """The folder of ``embedded:NAME``: a shipped model's own, or one built into the workbench home
+    (atomically, so a killed build never leaves half a model)."""
     name = _name(model)
     target = embedded_path(name)
+    if "shipped" in EMBEDDED_MODELS[name]:
+        if not (target / "model_index.json").is_file():
+            raise UnsupportedRequestError(
+                f"the weights of embedded:{name} are missing from {target}; the workbench install is incomplete: "
+                f"reinstall it (pip install --force-reinstall workbench) or use another model")
+        return target
     if (target / "model_index.json").is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build into a temp folder and rename, so a killed build never leaves a half-written model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         EMBEDDED_MODELS[name]["build"](tmp)

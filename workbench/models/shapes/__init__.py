@@ -2,7 +2,9 @@
 
 - ``workbench.models.shapes.dataset``: drawn 64×64 shapes, their caption grammar, ``parse_prompt``, ``HELD_OUT``.
 - ``workbench.models.shapes.scorer``: pixel-check adherence scores (colour, shape, size, position, background).
-- ``workbench.models.shapes.train``: ``python -m workbench.models.shapes.train --out DIR`` trains a diffusers pipeline.
+- ``workbench.models.shapes.recipe``: the training configurations and how each part of the pipeline is built.
+- ``workbench.models.shapes.train``: ``python -m workbench.models.shapes.train --out DIR`` trains it (checkpointed,
+  ``--resume``); ``card`` scores the saved pipeline and writes its model card.
 
 Importing this package needs numpy and PIL only; ``train`` imports torch and diffusers.
 """

@@ -1,24 +1,22 @@
-"""Train the shapes demo model: ``python -m workbench.models.shapes.train --out DIR [--steps N] [--tiny]``.
+"""Train the shapes demo model: ``python -m workbench.models.shapes.train --out DIR [--resume] [--tiny]``.
 
-A diffusers ``StableDiffusionPipeline`` trained from scratch on ``workbench.models.shapes.dataset``:
+A diffusers ``StableDiffusionPipeline`` trained from scratch on ``workbench.models.shapes.dataset``, in
+phases (the recipe and why it looks as it does: ``recipe.py``):
 
-1. an AutoencoderKL (64×64×3 → 16×16×4) on the drawn images (MSE + a tiny KL term);
-2. then a UNet2DConditionModel and a CLIPTextModel jointly (epsilon prediction, DDPM noise schedule),
-   with our word-level CLIP tokenizer (``embedded.tokenizer_files`` over the caption words), 10% of the
-   captions replaced by "" or by the shapes template's negative prompt (classifier-free guidance),
-   linear warm-up then cosine learning rate, bf16 autocast on CUDA, EMA weights;
-3. ``save_pretrained`` in fp16 safetensors (the EMA weights), then the saved folder is loaded back and
-   scored with ``workbench.models.shapes.scorer`` on the held-out prompts at guidance 1, 3, 5 and 7.5
-   (20 DPM-Solver steps, one CPU generator per image, seed = prompt index), and a model card
-   ``README.md`` (plus ``training.yaml`` and ``samples.png``) is written beside the weights.
+1. ``vae``: an AutoencoderKL (64×64×3 → 16×16×4) on 32×32 crops of the drawn images (L1 + MSE + a tiny KL);
+2. ``decoder``: its decoder alone on whole images;
+3. ``denoiser``: the UNet and the text encoder together on the cached latents (v-prediction, zero terminal
+   SNR, min-SNR weighting, 10% of captions dropped for classifier-free guidance, EMA weights);
+4. the EMA weights saved as a pipeline in fp16 safetensors, loaded back through ``from_pretrained`` and
+   scored on the held-out prompts (``card.py`` writes the model card, ``training.yaml`` and ``samples.png``).
 
-Deterministic given ``--seed``: the data, the data order, the noise, the timesteps and the caption
-drop-out all come from CPU generators seeded by it, and every model is built after
-``torch.manual_seed(seed)``. Same device and library versions give the same losses; GPU kernels may
-still differ in the last bits from run to run unless ``--strict-determinism`` is given (slower).
+It survives being stopped: a checkpoint is written every few minutes and at the end of each phase
+(``checkpoint.py``), and ``--resume`` goes on from the last one with the same result, bit for bit, as a
+run that never stopped. ``--max-minutes`` stops cleanly at a checkpoint, for runs split over sessions.
 
-``--tiny`` shrinks everything (300 images, 20 + 20 steps, ~0.2 M-parameter models) so a CPU run takes
-seconds: the test suite uses it to check the whole path, not to get a useful model.
+Deterministic given ``--seed``: the data, its order, the crops, the noise, the timesteps and the caption
+drop-out all come from one CPU generator seeded by it, and every model is built after
+``torch.manual_seed(seed)``.
 """
 
 from __future__ import annotations
@@ -27,423 +25,376 @@ import argparse
 import copy
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import dataset, scorer
+from . import card, checkpoint, dataset, recipe
 
-__all__ = ["CONFIGS", "build_tokenizer", "evaluate", "main", "train"]
+if TYPE_CHECKING:
+    import torch
 
-GUIDANCES = (1.0, 3.0, 5.0, 7.5)
+__all__ = ["CONFIGS", "train", "main"]
 
-CONFIGS: dict[str, dict[str, Any]] = {
-    "full": {
-        "images": 40_000, "vae_steps": 2_500, "vae_batch": 128, "vae_lr": 4e-4,
-        "unet_steps": 8_000, "batch": 256, "lr": 3e-4, "warmup": 300, "min_lr_frac": 0.1,
-        "ema": 0.999, "drop": 0.1, "max_tokens": 32, "score_prompts": 48, "score_steps": 20, "log_every": 250,
-        "vae": {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "norm_num_groups": 32},
-        "unet": {"block_out_channels": (64, 128, 128), "layers_per_block": 2, "attention_head_dim": 8,
-                 "norm_num_groups": 32,
-                 "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                 "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")},
-        "text": {"hidden_size": 192, "intermediate_size": 768, "num_attention_heads": 4, "num_hidden_layers": 4},
-    },
-    "tiny": {
-        "images": 300, "vae_steps": 20, "vae_batch": 8, "vae_lr": 1e-3,
-        "unet_steps": 20, "batch": 16, "lr": 1e-3, "warmup": 5, "min_lr_frac": 0.1,
-        "ema": 0.9, "drop": 0.1, "max_tokens": 32, "score_prompts": 8, "score_steps": 20, "log_every": 5,
-        "vae": {"block_out_channels": (16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8},
-        "unet": {"block_out_channels": (32, 64), "layers_per_block": 1, "attention_head_dim": 8,
-                 "norm_num_groups": 8, "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
-                 "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D")},
-        "text": {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2},
-    },
-}
-
-# The probe (docs/demo-model.md): a 35 M UNet ran 7 steps/s at batch 256 on an H100; ours is ~4x smaller.
-# The VAE ran 25 steps/s at batch 128 there. Printed before the run; measured figures replace them.
-_PRIOR_STEPS_PER_S = {"cuda": 15.0}
+CONFIGS = recipe.CONFIGS
 
 
 def _log(message: str) -> None:
     print(f"[shapes-train {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def build_tokenizer(max_tokens: int = 32) -> Any:
-    """Our word-level CLIP tokenizer: every word of the caption grammar is one token."""
-    from transformers import CLIPTokenizer
+@dataclass
+class _Run:
+    """The state of one training run that a checkpoint saves and ``--resume`` restores."""
 
-    from ..tokenizer import tokenizer_files
+    cfg: dict[str, Any]
+    seed: int
+    device: str
+    folder: Path
+    run: str
+    checkpoint_every_s: float
+    deadline: float | None  # time.time() at which to stop at the next checkpoint (--max-minutes)
+    phase: str = "vae"
+    step: int = 0
+    modules: dict[str, Any] = field(default_factory=dict)
+    optimizer: Any = None
+    ema: list[Any] | None = None
+    generator: Any = None
+    losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    _last_save: float = field(default_factory=time.time)
+    _phase_start: float = field(default_factory=time.time)
 
-    vocab, merges = tokenizer_files(dataset.WORDS)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_tokens)
+    def state(self) -> dict[str, Any]:
+        return {"run": self.run, "phase": self.phase, "step": self.step, "generator": self.generator.get_state(),
+                "modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "ema": self.ema, "losses": self.losses, "seconds": self._seconds_now(), "report": self.report}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.phase, self.step = state["phase"], state["step"]
+        self.generator.set_state(state["generator"])
+        for name, values in state["modules"].items():
+            self.modules[name].load_state_dict(values)
+        self.ema, self.losses, self.seconds, self.report = state["ema"], state["losses"], state["seconds"], \
+            state["report"]
+
+    def _seconds_now(self) -> dict[str, float]:
+        return {**self.seconds, self.phase: self.seconds.get(self.phase, 0.0) + time.time() - self._phase_start}
+
+    def save(self) -> None:
+        self.seconds = self._seconds_now()
+        self._phase_start = self._last_save = time.time()
+        checkpoint.save(self.folder, self.state())
+
+    def tick(self) -> None:
+        """After each step: a checkpoint when one is due; stop (exit 3) once --max-minutes is spent."""
+        if time.time() - self._last_save >= self.checkpoint_every_s:
+            self.save()
+            _log(f"checkpoint: {self.phase} step {self.step} ({self.folder})")
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.save()
+            raise _Stopped(f"stopped at {self.phase} step {self.step} (--max-minutes); the checkpoint is in "
+                           f"{self.folder}: run the same command with --resume to go on")
+
+    def enter(self, phase: str) -> None:
+        self.seconds = self._seconds_now()
+        self.phase, self.step, self._phase_start = phase, 0, time.time()
+        self.optimizer, self.ema = None, None
 
 
-def _build_models(cfg: dict[str, Any], tokenizer: Any, seed: int) -> tuple[Any, Any, Any]:
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=dataset.SIZE,
-                        down_block_types=("DownEncoderBlock2D",) * len(cfg["vae"]["block_out_channels"]),
-                        up_block_types=("UpDecoderBlock2D",) * len(cfg["vae"]["block_out_channels"]),
-                        **{**cfg["vae"], "block_out_channels": tuple(cfg["vae"]["block_out_channels"])})
-    torch.manual_seed(seed)
-    text = cfg["text"]
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, max_position_embeddings=cfg["max_tokens"], layer_norm_eps=1e-5,
-        projection_dim=text["hidden_size"], **text))
-    torch.manual_seed(seed)
-    latent = dataset.SIZE // 2 ** (len(cfg["vae"]["block_out_channels"]) - 1)
-    unet = UNet2DConditionModel(sample_size=latent, in_channels=4, out_channels=4,
-                                cross_attention_dim=text["hidden_size"],
-                                **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["unet"].items()})
-    return vae, text_encoder, unet
+class _Stopped(Exception):
+    """Training stopped on purpose at a checkpoint (--max-minutes)."""
 
 
-def _params_m(module: Any) -> float:
-    return sum(p.numel() for p in module.parameters()) / 1e6
-
-
-def _lr(cfg: dict[str, Any], step: int, total: int, base: float) -> float:
-    if step < cfg["warmup"]:
-        return base * (step + 1) / cfg["warmup"]
-    progress = (step - cfg["warmup"]) / max(1, total - cfg["warmup"])
-    floor = cfg["min_lr_frac"]
+def _cosine(step: int, total: int, base: float, warmup: int, floor: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu", strict_determinism: bool = False,
-          unet_budget_s: float | None = None) -> dict[str, Any]:
-    """Train, save the pipeline to ``out``, score it and write the model card; returns the report.
+def _set_lr(optimizer: Any, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
-    ``unet_budget_s``: after 50 UNet steps, set the step count so the UNet phase takes about that long.
-    """
+
+def _reconstruction_loss(vae: Any, x: torch.Tensor, generator: Any) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    posterior = vae.encode(x).latent_dist
+    rec = vae.decode(posterior.sample(generator=generator)).sample
+    return (rec - x).abs().mean() + F.mse_loss(rec, x) + 1e-6 * posterior.kl().mean()
+
+
+def _train_vae(run: _Run, x_all: torch.Tensor) -> None:
+    """Phase 1: the whole VAE on crops aligned to the latent grid."""
+    import torch
+
+    cfg, vae, gen = run.cfg, run.modules["vae"], run.generator
+    total, crop = cfg["vae_steps"], cfg["vae_crop"]
+    factor = dataset.SIZE // recipe.latent_size(cfg)
+    run.optimizer = run.optimizer or torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"])
+    vae.train()
+    while run.step < total:
+        idx = torch.randint(0, len(x_all), (cfg["vae_batch"],), generator=gen)
+        oy, ox = (torch.randint(0, (dataset.SIZE - crop) // factor + 1, (2,), generator=gen) * factor).tolist()
+        _set_lr(run.optimizer, _cosine(run.step, total, cfg["vae_lr"], cfg["vae_warmup"], 0.1))
+        loss = _reconstruction_loss(vae, x_all[idx][:, :, oy:oy + crop, ox:ox + crop].to(run.device), gen)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        _logged(run, "vae", total, loss.item())
+        run.step += 1
+        run.tick()
+
+
+def _train_decoder(run: _Run, x_all: torch.Tensor) -> None:
+    """Phase 2: the decoder alone on whole images (the encoder, and so the latents, stay fixed)."""
     import torch
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    cfg, vae, gen = run.cfg, run.modules["vae"], run.generator
+    total = cfg["decoder_steps"]
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    run.optimizer = run.optimizer or torch.optim.AdamW(params, lr=cfg["decoder_lr"])
+    while run.step < total:
+        x = x_all[torch.randint(0, len(x_all), (cfg["decoder_batch"],), generator=gen)].to(run.device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        _set_lr(run.optimizer, _cosine(run.step, total, cfg["decoder_lr"], 0, 0.0))
+        rec = vae.decode(z).sample
+        loss = (rec - x).abs().mean() + F.mse_loss(rec, x)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        _logged(run, "decoder", total, loss.item())
+        run.step += 1
+        run.tick()
+
+
+def _encode(run: _Run, x_all: torch.Tensor) -> torch.Tensor:
+    """The training latents, scaled to unit variance (the scale becomes the VAE's ``scaling_factor``)."""
+    import torch
+
+    vae = run.modules["vae"].eval()
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(x_all[i:i + 500].to(run.device)).latent_dist.mode()
+                             for i in range(0, len(x_all), 500)])
+    scaling = float(1 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    run.report["vae_scaling_factor"] = scaling
+    return latents * scaling
+
+
+def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond: torch.Tensor) -> None:
+    """Phase 3: UNet + text encoder, v-prediction under zero terminal SNR, min-SNR-γ weighted."""
+    import torch
+
+    cfg, gen = run.cfg, run.generator
+    unet, text_encoder = run.modules["unet"], run.modules["text_encoder"]
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    run.optimizer = run.optimizer or torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    run.ema = run.ema or [p.detach().clone() for p in params]
+    alphas = recipe.noise_schedule().alphas_cumprod.to(run.device)
+    snr = alphas / (1 - alphas).clamp(min=1e-12)
+    # min-SNR-γ for v-prediction (Hang et al. 2023): min(SNR, γ) / (SNR + 1)
+    weights = snr.clamp(max=cfg["min_snr_gamma"]) / (snr + 1)
+    total, batch = cfg["unet_steps"], cfg["batch"]
+    unet.train()
+    text_encoder.train()
+    while run.step < total:
+        idx = torch.randint(0, len(latents), (batch,), generator=gen)
+        drop = torch.rand(batch, generator=gen) < cfg["drop"]
+        which = torch.randint(0, len(uncond), (batch,), generator=gen)
+        noise = torch.randn((batch, *latents.shape[1:]), generator=gen).to(run.device)
+        t = torch.randint(0, len(alphas), (batch,), generator=gen).to(run.device)
+        tokens = torch.where(drop[:, None], uncond[which], ids[idx]).to(run.device)
+        x0, a = latents[idx], alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
+        _set_lr(run.optimizer, _cosine(run.step, total, cfg["lr"], cfg["warmup"], cfg["min_lr_frac"]))
+        pred = unet(noisy, t, encoder_hidden_states=text_encoder(tokens).last_hidden_state).sample
+        loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weights[t]).mean()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        run.optimizer.step()
+        decay = min(cfg["ema"], (1 + run.step) / (10 + run.step))
+        with torch.no_grad():
+            torch._foreach_lerp_(run.ema, [p.detach() for p in params], 1 - decay)
+        _logged(run, "denoiser", total, loss.item())
+        run.step += 1
+        run.tick()
+    with torch.no_grad():
+        for p, e in zip(params, run.ema, strict=True):
+            p.copy_(e)
+
+
+def _logged(run: _Run, phase: str, total: int, loss: float) -> None:
+    step = run.step
+    if step % run.cfg["log_every"] == 0 or step == total - 1:
+        run.losses.setdefault(phase, []).append((step, round(loss, 5)))
+        elapsed = run._seconds_now()[phase]
+        eta = elapsed / (step + 1) * (total - step - 1)
+        _log(f"{phase} step {step + 1}/{total} loss {loss:.5f} ({elapsed:.0f} s, ~{eta / 60:.1f} min left)")
+
+
+def _save_pipeline(run: _Run, tokenizer: Any, out: Path) -> None:
+    """The trained pipeline in fp16 safetensors, written beside ``out`` and renamed into place."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        unet=run.modules["unet"].eval(), vae=run.modules["vae"].eval(), text_encoder=run.modules["text_encoder"].eval(),
+        tokenizer=tokenizer, scheduler=recipe.sampling_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        copy.deepcopy(pipe).to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu", resume: bool = False,
+          checkpoint_dir: Path | None = None, checkpoint_every_s: float = 300.0,
+          max_minutes: float | None = None, score: bool = True) -> dict[str, Any]:
+    """Train, save the pipeline to ``out``, score it and write its model card; returns the report.
+
+    ``score=False`` skips the scoring and the card (tests that compare weights need neither).
+
+    Example:
+        >>> train(Path("/tmp/shapes"), cfg=CONFIGS["tiny"])["scores"]["5"]["overall"]  # doctest: +SKIP
+    """
+    import diffusers
+    import torch
+    import transformers
 
     from ..embedded import quiet_hf_logging
 
     quiet_hf_logging()
-    cfg = copy.deepcopy(cfg)
-    if strict_determinism:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    cuda = device.startswith("cuda")
-    t_start = time.time()
-    report: dict[str, Any] = {"seed": seed, "device": device, "config": _plain(cfg),
-                              "device_name": torch.cuda.get_device_name() if cuda else "cpu",
-                              "torch": torch.__version__}
-    import diffusers
-    import transformers
-
-    report.update(diffusers=diffusers.__version__, transformers=transformers.__version__)
-
-    # -- data -----------------------------------------------------------------------------------------
+    run_name = checkpoint.run_id(cfg, seed, device)
+    folder = Path(checkpoint_dir) if checkpoint_dir else checkpoint.default_dir(run_name)
+    saved = checkpoint.load(folder, run_name)
+    if saved is not None and not resume:
+        raise ValueError(f"a checkpoint of this training run exists in {folder} ({saved['phase']} step "
+                         f"{saved['step']}); pass --resume to go on from it, or delete the folder to start over")
+    run = _Run(cfg=cfg, seed=seed, device=device, folder=folder, run=run_name, checkpoint_every_s=checkpoint_every_s,
+               deadline=time.time() + max_minutes * 60 if max_minutes else None)
+    run.generator = torch.Generator("cpu").manual_seed(seed)
     t = time.time()
     images, captions, _ = dataset.sample(cfg["images"], seed)
-    tokenizer = build_tokenizer(cfg["max_tokens"])
+    tokenizer = recipe.build_tokenizer(cfg["max_tokens"])
     ids = tokenizer(captions, padding="max_length", max_length=cfg["max_tokens"], truncation=True,
                     return_tensors="pt").input_ids
     uncond = tokenizer(["", dataset.NEGATIVE_PROMPT], padding="max_length", max_length=cfg["max_tokens"],
                        return_tensors="pt").input_ids
-    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
-    ids, uncond = ids.to(device), uncond.to(device)
-    n = len(captions)
-    report["data_s"] = round(time.time() - t, 2)
-    _log(f"{n} images drawn and captioned in {report['data_s']} s; vocabulary {len(tokenizer)} tokens")
-
-    vae, text_encoder, unet = _build_models(cfg, tokenizer, seed)
-    report["params_m"] = {"unet": round(_params_m(unet), 3), "text_encoder": round(_params_m(text_encoder), 3),
-                          "vae": round(_params_m(vae), 3)}
-    total_m = sum(report["params_m"].values())
-    _log(f"parameters (M): {report['params_m']}; fp16 weights ≈ {total_m * 2:.1f} MB")
-    vae, text_encoder, unet = vae.to(device), text_encoder.to(device), unet.to(device)
-    gen = torch.Generator("cpu").manual_seed(seed)  # every random draw of training comes from here
-    autocast = (lambda: torch.autocast("cuda", torch.bfloat16)) if cuda else (lambda: torch.autocast("cpu", enabled=False))
-    if cuda:
-        _log(f"estimate before measuring: VAE ≈ {cfg['vae_steps'] / 25:.0f} s, UNet {cfg['unet_steps']} steps ≈ "
-             f"{cfg['unet_steps'] / _PRIOR_STEPS_PER_S['cuda'] / 60:.1f} min at batch {cfg['batch']} on an H100 "
-             f"(measured figures follow after a few dozen steps)")
-
-    # -- 1. VAE -------------------------------------------------------------------------------------
-    t = time.time()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg["vae_lr"])
-    vae_losses: list[tuple[int, float]] = []
-    loss = torch.zeros(())
-    for step in range(cfg["vae_steps"]):
-        idx = torch.randint(0, n, (cfg["vae_batch"],), generator=gen).to(device)
-        x = x_all[idx]
-        with autocast():
-            posterior = vae.encode(x).latent_dist
-            rec = vae.decode(posterior.sample(generator=gen)).sample
-        loss = F.mse_loss(rec.float(), x) + 1e-6 * posterior.kl().float().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg["log_every"] == 0 or step == cfg["vae_steps"] - 1:
-            vae_losses.append((step, round(loss.item(), 5)))
-            _log(f"vae step {step} loss {loss.item():.5f} ({time.time() - t:.0f} s)")
-        if step == 20 and cfg["vae_steps"] > 200:
-            if cuda:
-                torch.cuda.synchronize()
-            per = (time.time() - t) / 21
-            _log(f"VAE: {per * 1000:.0f} ms/step → about {per * cfg['vae_steps']:.0f} s for {cfg['vae_steps']} steps")
-    report["vae_s"] = round(time.time() - t, 1)
-    report["vae_losses"] = vae_losses
-    vae.eval().requires_grad_(False)
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(x_all[i:i + 512]).latent_dist.mode() for i in range(0, n, 512)])
-        recon = torch.cat([vae.decode(latents[i:i + 512]).sample for i in range(0, min(n, 2048), 512)])
-        report["vae_recon_mse"] = round(F.mse_loss(recon, x_all[:len(recon)]).item(), 5)
-    scaling = float(1 / latents.std())
-    vae.register_to_config(scaling_factor=scaling)
-    latents = latents * scaling
-    report["vae_scaling_factor"] = scaling
-    del x_all
-    _log(f"VAE done in {report['vae_s']} s, reconstruction MSE {report['vae_recon_mse']}, scaling {scaling:.4f}")
-
-    # -- 2. UNet + text encoder -----------------------------------------------------------------------
-    noise_schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                                   beta_end=0.012)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.01)
-    alphas = noise_schedule.alphas_cumprod.to(device)
-    total, batch = cfg["unet_steps"], cfg["batch"]
-    unet.train()
-    text_encoder.train()
-    t = time.time()
-    unet_losses: list[tuple[int, float]] = []
-    step = 0
-    while step < total:
-        idx = torch.randint(0, n, (batch,), generator=gen)
-        drop = torch.rand(batch, generator=gen) < cfg["drop"]
-        which = torch.randint(0, 2, (batch,), generator=gen)
-        noise = torch.randn((batch, *latents.shape[1:]), generator=gen).to(device)
-        steps_t = torch.randint(0, 1000, (batch,), generator=gen).to(device)
-        idx, drop, which = idx.to(device), drop.to(device), which.to(device)
-        tokens = torch.where(drop[:, None], uncond[which], ids[idx])
-        a = alphas[steps_t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents[idx] + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step, total, cfg["lr"])
-        with autocast():
-            context = text_encoder(tokens).last_hidden_state
-            pred = unet(noisy, steps_t, encoder_hidden_states=context).sample
-        loss = F.mse_loss(pred.float(), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(cfg["ema"], (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        if step % cfg["log_every"] == 0 or step == total - 1:
-            unet_losses.append((step, round(loss.item(), 5)))
-            _log(f"unet step {step}/{total} loss {loss.item():.5f} lr {_lr(cfg, step, total, cfg['lr']):.2e} "
-                 f"({time.time() - t:.0f} s)")
-        if step == 50 and total > 200:
-            if cuda:
-                torch.cuda.synchronize()
-            per = (time.time() - t) / 51
-            if unet_budget_s and step < cfg["warmup"]:
-                # Fix the step count once, inside the warm-up (whose learning rate does not depend on the
-                # total): the run equals one started with --steps TOTAL, which reproduces it exactly.
-                total = max(100, int(unet_budget_s / per) // 100 * 100)
-                _log(f"--unet-budget {unet_budget_s:g} s: {total} UNet steps (rerun with --steps {total})")
-            _log(f"UNet: {per * 1000:.0f} ms/step → about {per * total / 60:.1f} min for {total} steps "
-                 f"(whole run ≈ {(time.time() - t_start + per * total) / 60 + 1:.1f} min with scoring)")
-        step += 1
-    report["unet_s"] = round(time.time() - t, 1)
-    report["unet_losses"] = unet_losses
-    report["unet_steps"] = total
-    cfg["unet_steps"] = report["config"]["unet_steps"] = total
-    with torch.no_grad():
-        for p, e in zip(params, ema, strict=True):
-            p.copy_(e)
-    _log(f"UNet + text encoder done in {report['unet_s']} s ({total} steps, batch {batch})")
-
-    # -- 3. save (fp16) -----------------------------------------------------------------------------
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                            num_train_timesteps=1000, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet.eval(), vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
-    del pipe, unet, text_encoder, vae, opt, ema, params, latents
-    report["weights_mb"] = round(sum(f.stat().st_size for f in out.rglob("*.safetensors")) / 1e6, 2)
-    _log(f"saved to {out} ({report['weights_mb']} MB of fp16 safetensors)")
-
-    # -- 4. score the saved weights -----------------------------------------------------------------------
-    t = time.time()
-    prompts = [dataset.caption(a) for a in dataset.held_out_attrs()[:: max(1, 48 // cfg["score_prompts"])]]
-    prompts = prompts[:cfg["score_prompts"]]
-    scores, rows = evaluate(out, prompts, GUIDANCES, device=device, steps=cfg["score_steps"])
-    report["scores"] = scores
-    report["score_prompts"] = prompts
-    report["score_s"] = round(time.time() - t, 1)
-    _save_grid(rows, out / "samples.png")
-    report["total_s"] = round(time.time() - t_start, 1)
-    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    _write_card(out, report, cfg)
-    _log("scores: " + "; ".join(f"g{g}: overall {s['overall']:.0%}" for g, s in scores.items())
-         + f"; total {report['total_s']} s")
+    x_all = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    data_s = time.time() - t
+    run.modules = {"vae": recipe.build_vae(cfg, seed).to(device),
+                   "text_encoder": recipe.build_text_encoder(cfg, tokenizer, seed).to(device),
+                   "unet": recipe.build_unet(cfg, seed).to(device)}
+    if saved is not None:
+        run.restore(saved)
+        _log(f"resuming {run_name} at {run.phase} step {run.step} from {folder}")
+        if saved["optimizer"] is not None:
+            _rebuild_optimizer(run, saved["optimizer"])
+    else:
+        params = {k: round(sum(p.numel() for p in m.parameters()) / 1e6, 3) for k, m in run.modules.items()}
+        run.report.update(seed=seed, device=device, config=copy.deepcopy(cfg), params_m=params, data_s=round(data_s, 1),
+                          torch=str(torch.__version__), diffusers=diffusers.__version__,
+                          transformers=transformers.__version__, torch_threads=torch.get_num_threads(), run=run_name)
+        _log(f"{len(captions)} images drawn in {data_s:.1f} s; parameters (M) {params}; checkpoints in {folder}")
+    try:
+        if run.phase == "vae":
+            _train_vae(run, x_all)
+            run.enter("decoder")
+            run.save()
+        if run.phase == "decoder":
+            _train_decoder(run, x_all)
+            run.report["vae_reconstruction"] = card.reconstruction_scores(run.modules["vae"], seed, device)
+            _log(f"VAE reconstructions of held-out images: {run.report['vae_reconstruction']}")
+            run.enter("denoiser")
+            run.save()
+        if run.phase == "denoiser":
+            latents = _encode(run, x_all)
+            del x_all
+            _train_denoiser(run, latents, ids, uncond)
+            run.enter("done")
+            run.save()
+    except _Stopped as stop:
+        _log(str(stop))
+        raise
+    run.modules["vae"].register_to_config(scaling_factor=run.report["vae_scaling_factor"])
+    _save_pipeline(run, tokenizer, out)
+    report = {**run.report, "seconds": {k: round(v, 1) for k, v in run.seconds.items() if k != "done"},
+              "losses": run.losses, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    if score:
+        report.update(card.score_and_write(out, report, cfg, device=device))
+    shutil.rmtree(folder, ignore_errors=True)  # the weights are saved: the checkpoint has done its job
+    _log(f"saved to {out}; " + "; ".join(f"g{g}: overall {s['overall']:.0%}" for g, s in report.get("scores", {}).items()))
     return report
 
 
-def evaluate(folder: Path, prompts: list[str], guidances: tuple[float, ...] = GUIDANCES, *, device: str = "cpu",
-             steps: int = 20, batch: int = 16) -> tuple[dict[str, dict[str, float]], list[list[Any]]]:
-    """Adherence of the saved pipeline in ``folder`` on ``prompts`` at each guidance (seed = prompt index,
-    the shapes template's negative prompt); also the images, one row per guidance."""
-    import numpy as np
+def _rebuild_optimizer(run: _Run, state: dict[str, Any]) -> None:
     import torch
-    from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    scores: dict[str, dict[str, float]] = {}
-    rows: list[list[Any]] = []
-    for guidance in guidances:
-        images: list[Any] = []
-        for i in range(0, len(prompts), batch):
-            chunk = prompts[i:i + batch]
-            images.extend(pipe(prompt=chunk, negative_prompt=[dataset.NEGATIVE_PROMPT] * len(chunk),
-                           num_inference_steps=steps, guidance_scale=guidance, height=dataset.SIZE,
-                           width=dataset.SIZE, output_type="np",
-                           generator=[torch.Generator("cpu").manual_seed(k) for k in range(i, i + len(chunk))]).images)
-        images = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
-        scores[f"{guidance:g}"] = {k: round(v, 4) for k, v in scorer.score_many(images, prompts).items()}
-        rows.append(images[:12])
-    return scores, rows
-
-
-def _save_grid(rows: list[list[Any]], path: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    if not rows or not rows[0]:
-        return
-    size = dataset.SIZE
-    grid = np.zeros((size * len(rows), size * len(rows[0]), 3), np.uint8)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
-            grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = image
-    Image.fromarray(grid).save(path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)  # torch.__version__ is a str subclass yaml cannot represent
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def _write_card(out: Path, report: dict[str, Any], cfg: dict[str, Any]) -> None:
-    import yaml
-
-    (out / "training.yaml").write_text(yaml.safe_dump(_plain(report), sort_keys=False, width=120))
-    attrs = ["colour", "shape", "size", "position", "background", "overall"]
-    table = ["| guidance | " + " | ".join(attrs) + " |", "|---|" + "---|" * len(attrs)]
-    for guidance, row in report["scores"].items():
-        table.append(f"| {guidance} | " + " | ".join(f"{row.get(a, 0.0):.0%}" for a in attrs) + " |")
-    p = report["params_m"]
-    held = ", ".join(f"{s} {c} {pos}" for s, c, pos in sorted(dataset.HELD_OUT))
-    card = f"""---
-library_name: diffusers
-pipeline_tag: text-to-image
-tags: [workbench, shapes, demo, tiny]
----
-# shapes demo model (workbench)
-
-A tiny text-to-image model trained from scratch by `python -m workbench.models.shapes.train` on drawn shapes:
-one shape ({", ".join(dataset.SHAPES)}) in one of {len(dataset.COLOURS)} colours, 2 sizes, 5 positions,
-on one of {len(dataset.BACKGROUNDS)} backgrounds, 64×64. Prompts follow the caption grammar of
-`workbench.models.shapes.dataset`, e.g. "a large red circle on the left, white background" (the `shapes`
-template renders it). Load it like any saved pipeline (`StableDiffusionPipeline.from_pretrained(folder)`),
-or pass this folder as the model of the workbench's diffusers backend.
-
-## Data
-- {cfg['images']:,} images drawn by `workbench.models.shapes.dataset.sample(n, seed={report['seed']})`
-  (flat colours, no anti-aliasing, ±{dataset.POSITION_JITTER} px position and ±{dataset.SIZE_JITTER} px size jitter),
-  captions in {dataset.STYLES} paraphrases.
-- Held out of training (never drawn): the (shape, colour, position) triples {held}.
-  The scores below are measured on prompts asking for exactly those.
-
-## Model
-- UNet2DConditionModel {p['unet']} M parameters, CLIPTextModel {p['text_encoder']} M
-  (word-level tokenizer, {cfg['max_tokens']} tokens), AutoencoderKL {p['vae']} M (64×64×3 → 16×16×4,
-  scaling factor {report['vae_scaling_factor']:.4f}); {report['weights_mb']} MB of fp16 safetensors.
-- Scheduler: DPMSolverMultistepScheduler (scaled-linear betas 0.00085–0.012, 1000 steps).
-
-## Training
-- Device: {report['device_name']} ({report['device']}); torch {report['torch']}, diffusers {report['diffusers']},
-  transformers {report['transformers']}; seed {report['seed']}.
-- VAE: {cfg['vae_steps']} steps, batch {cfg['vae_batch']}, lr {cfg['vae_lr']}, {report['vae_s']} s;
-  reconstruction MSE {report['vae_recon_mse']} (images in [-1, 1]).
-- UNet + text encoder: {cfg['unet_steps']} steps, batch {cfg['batch']}, lr {cfg['lr']} (warm-up {cfg['warmup']},
-  cosine to {cfg['min_lr_frac']:.0%}), {cfg['drop']:.0%} of captions dropped to "" or "{dataset.NEGATIVE_PROMPT}",
-  EMA {cfg['ema']}, {"bf16 autocast" if report['device'].startswith('cuda') else "fp32"}; {report['unet_s']} s;
-  last logged loss {report['unet_losses'][-1][1] if report['unet_losses'] else 'n/a'}.
-- Total time {report['total_s']} s (including drawing the data and scoring); finished {report['finished']}.
-
-## Adherence on the held-out prompts
-{len(report["score_prompts"])} prompts, {cfg["score_steps"]} DPM-Solver steps, negative prompt "{dataset.NEGATIVE_PROMPT}", one CPU
-generator per image (seed = prompt index), scored by pixel checks (`workbench.models.shapes.scorer`):
-
-{chr(10).join(table)}
-
-`samples.png`: rows are guidance {", ".join(report['scores'])}; columns the first held-out prompts:
-{"; ".join(report['score_prompts'][:12])}.
-
-`training.yaml` holds every setting, the logged losses and these numbers.
-"""
-    (out / "README.md").write_text(card)
+    cfg = run.cfg
+    if run.phase == "vae":
+        run.optimizer = torch.optim.AdamW(run.modules["vae"].parameters(), lr=cfg["vae_lr"])
+    elif run.phase == "decoder":
+        vae = run.modules["vae"]
+        run.optimizer = torch.optim.AdamW([*vae.decoder.parameters(), *vae.post_quant_conv.parameters()],
+                                          lr=cfg["decoder_lr"])
+    elif run.phase == "denoiser":
+        params = [*run.modules["unet"].parameters(), *run.modules["text_encoder"].parameters()]
+        run.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if run.optimizer is not None:
+        run.optimizer.load_state_dict(state)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.models.shapes.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.models.shapes.train",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="folder to write the pipeline and model card to")
-    parser.add_argument("--steps", type=int, help="UNet + text encoder steps (default: 8000, tiny: 20)")
-    parser.add_argument("--vae-steps", type=int, help="VAE steps (default: 2500, tiny: 20)")
-    parser.add_argument("--batch", type=int, help="UNet batch size (default: 256, tiny: 16)")
-    parser.add_argument("--images", type=int, help="training images to draw (default: 40000, tiny: 300)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu", help="training configuration (recipe.py)")
+    parser.add_argument("--tiny", action="store_true", help="same as --config tiny: seconds, to check the path")
+    parser.add_argument("--steps", type=int, help="denoiser steps (default: the configuration's)")
+    parser.add_argument("--device", default="cpu", help="cpu (the configurations are sized for it) or cuda")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="a seconds-long CPU run that checks the path end to end")
-    parser.add_argument("--unet-budget", type=float, metavar="SECONDS",
-                        help="after 50 UNet steps, pick the step count that fits this many seconds (the card "
-                             "records it; --steps N reruns the same training)")
-    parser.add_argument("--strict-determinism", action="store_true",
-                        help="torch deterministic algorithms (bit-stable on one GPU, slower)")
+    parser.add_argument("--resume", action="store_true", help="go on from this run's last checkpoint")
+    parser.add_argument("--checkpoint-dir", type=Path, help="default: ~/.cache/workbench/shapes-train/<run>")
+    parser.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument("--max-minutes", type=float, help="stop at a checkpoint after this long (exit 3)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's; 2 on a 2-core machine)")
     args = parser.parse_args(argv)
     import torch
 
-    cfg = copy.deepcopy(CONFIGS["tiny" if args.tiny else "full"])
-    for key, value in (("unet_steps", args.steps), ("vae_steps", args.vae_steps), ("batch", args.batch),
-                       ("images", args.images)):
-        if value is not None:
-            cfg[key] = value
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = copy.deepcopy(CONFIGS["tiny" if args.tiny else args.config])
+    if args.steps is not None:
+        cfg["unet_steps"] = args.steps
     if args.out.exists() and any(args.out.iterdir()) and not (args.out / "model_index.json").exists():
         parser.error(f"{args.out} exists and is not a saved pipeline; pick an empty or new folder")
-    train(args.out, cfg=cfg, seed=args.seed, device=device, strict_determinism=args.strict_determinism,
-          unet_budget_s=args.unet_budget)
+    try:
+        train(args.out, cfg=cfg, seed=args.seed, device=args.device, resume=args.resume,
+              checkpoint_dir=args.checkpoint_dir, checkpoint_every_s=args.checkpoint_every,
+              max_minutes=args.max_minutes)
+    except _Stopped:
+        return 3
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
