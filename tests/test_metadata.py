@@ -94,7 +94,7 @@ def test_a1111_round_trip_keeps_every_parameter_and_template() -> None:
                    template_version="ab12cd34")
     text = a1111_parameters(original)
     assert text.splitlines()[-1] == (
-        'Steps: 50, Sampler: DPM++ 2M Karras, CFG scale: 3.25, Seed: 4294967295, Size: 768x512, '
+        'Steps: 50, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 3.25, Seed: 4294967295, Size: 768x512, '
         'Model: black-forest-labs/flux-schnell, Backend: replicate, Template: photoreal@ab12cd34')
     rebuilt = request_from_a1111(parse_a1111_parameters(text))
     assert rebuilt.run_key == original.run_key

@@ -7,6 +7,7 @@ import json
 import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from tests.standins import FAKE_OPENAI_KEY, OpenAIStandin, expected_colours, openai_env, openai_standin
 from tests.standins.openai_server import revise
 from workbench import Tracker
-from workbench.backends.openai import CURRENT_MODELS, PROFILES, ModelNotFoundError, OpenAIBackend
+from workbench.backends.openai import PROFILES, ModelNotFoundError, OpenAIBackend, current_models
 from workbench.backends.registry import get_backend
 from workbench.errors import (
     AuthenticationError,
@@ -96,7 +97,10 @@ def test_every_profile_generates_a_decoded_image(backend: OpenAIBackend, openai_
     (drawn,) = openai_env.image_seeds[result.backend_ids["request_id"]]
     assert quadrant_colours(result.image)[0] == expected_colours(request.prompt, drawn)[0] or expected_format == "jpeg"
     assert "seed_not_controlled" in result.flags
-    assert result.cost_usd is not None and result.cost_usd > 0
+    if backend.estimate_cost(request) is not None:
+        assert result.cost_usd is not None and result.cost_usd > 0
+    else:  # gpt-image-2 at a size its price table does not list: unknown, not guessed
+        assert result.cost_usd is None and (model, width, height) == ("gpt-image-2", 1536, 864)
     assert result.environment["backend"] == "openai" and result.environment["model"] == model
 
     body = only(openai_env.requests_to("generate")).json
@@ -150,9 +154,13 @@ def test_retired_models_name_the_current_ones(backend: OpenAIBackend) -> None:
     for model in ("dall-e-2", "gpt-image-1"):
         with pytest.raises(UnsupportedRequestError) as info:
             backend.validate(req(model, width=1024, height=1024))
-        for current in CURRENT_MODELS:
+        for current in backend.current_models():
             assert current in str(info.value)
-    assert set(CURRENT_MODELS) == {"gpt-image-1.5", "gpt-image-1-mini", "gpt-image-2"}
+    # After 2026-12-01 (OpenAI's deprecations page) the 1.x models and chatgpt-image-latest are gone too.
+    assert set(current_models(date(2026, 12, 2))) == {
+        "gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08",
+        "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
+    assert {"gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"} <= set(current_models(date(2026, 11, 30)))
 
 
 def test_prompt_too_long_and_scheduler_fail_at_plan_time(backend: OpenAIBackend) -> None:
@@ -174,8 +182,14 @@ def test_legacy_dalle3_is_refused_against_the_public_api(monkeypatch: pytest.Mon
 
 def test_gpt_image_2_free_sizes() -> None:
     backend = OpenAIBackend(base_url="http://127.0.0.1:1/v1")
-    for width, height in ((1536, 864), (3840, 2160), (2160, 3840), (768, 2304), (16 * 40, 16 * 40)):
+    # A pixel budget (655,360..8,294,400), not an edge cap: 2880x2880 fits, as does the budget's floor 1024x640.
+    for width, height in ((1536, 864), (3840, 2160), (2160, 3840), (768, 2304), (2880, 2880), (1024, 640)):
         backend.validate(req("gpt-image-2", width=width, height=height))
+        backend.validate(req("gpt-image-2-2026-04-21", width=width, height=height))
+    for width, height, why in ((640, 640, "outside the budget of 655,360"), (2896, 2896, "outside the budget"),
+                               (3856, 1296, "long edge must be at most 3840")):
+        with pytest.raises(UnsupportedRequestError, match=why):
+            backend.validate(req("gpt-image-2", width=width, height=height))
 
 
 def test_what_cannot_be_held_is_reported_not_refused(backend: OpenAIBackend) -> None:
@@ -234,11 +248,15 @@ def test_cost_estimates_from_the_price_table() -> None:
     assert backend.estimate_cost(req("gpt-image-1-mini", height=1536, options={"quality": "medium"})) == 0.015
     assert backend.estimate_cost(req("dall-e-3")) == 0.04
     assert backend.estimate_cost(req("dall-e-3", width=1792, options={"quality": "hd"})) == 0.12
-    low_1mp = backend.estimate_cost(req("gpt-image-2", options={"quality": "low"}))
-    assert low_1mp == pytest.approx(0.01)
-    assert backend.estimate_cost(req("gpt-image-2", width=2048, height=2048, options={"quality": "low"})) == \
-        pytest.approx(4 * low_1mp)
-    assert backend.estimate_cost(req("no-such-model")) == 0.0
+    # gpt-image-2 (the guide's table, 2026-07-27): non-square is cheaper than square, not dearer by area
+    assert backend.estimate_cost(req("gpt-image-2", options={"quality": "low"})) == 0.006
+    assert backend.estimate_cost(req("gpt-image-2", width=1536, options={"quality": "low"})) == 0.005
+    assert backend.estimate_cost(req("gpt-image-2", height=1536, options={"quality": "high"})) == 0.165
+    assert backend.estimate_cost(req("gpt-image-2", options={"quality": "medium"})) == 0.053
+    assert backend.estimate_cost(req("gpt-image-2")) == 0.211  # no quality: priced as high (an upper bound)
+    assert backend.estimate_cost(req("gpt-image-2", width=2048, height=2048)) is None  # no published price
+    assert backend.estimate_cost(req("gpt-image-2.6-flare")) is None  # no profile: unknown, not free
+    assert backend.estimate_cost(req("no-such-model")) is None
 
 
 def test_prices_are_configurable_through_profiles() -> None:
@@ -352,7 +370,7 @@ def test_a_missing_model_is_fatal_not_a_failed_run(backend: OpenAIBackend, opena
     outcome = run_fault(backend, openai_env, "model_not_found", model="gpt-image-2")
     assert isinstance(outcome, ModelNotFoundError) and outcome.fatal and not outcome.retryable
     assert "model 'gpt-image-2'" in str(outcome) and "retired or unknown" in str(outcome)
-    for current in CURRENT_MODELS:  # says what to use instead
+    for current in backend.current_models():  # says what to use instead
         assert current in str(outcome)
     # 403 model_not_found is "this project has no access": still the key's problem, not the model's
     assert isinstance(run_fault(backend, openai_env, "403"), AuthenticationError)

@@ -310,7 +310,10 @@ def test_prediction_outcomes(replicate_env: ReplicateStandin, prefer_wait_s: int
     assert outcome.backend_ids["prediction_id"] == replicate_env.created[0].id  # even for 'aborted'
     # what Replicate said about a failed prediction is kept too: version, logs, timings
     assert outcome.backend_ids["model_version"] == "hidden" and outcome.backend_ids["model"] == DEFAULT_MODEL
-    assert "Using seed: 7" in outcome.notes["logs"]
+    if fault == "aborted":  # it never started: no logs, and nothing to pay for
+        assert "logs" not in outcome.notes and "not charged" in outcome.reason
+    else:
+        assert "Using seed: 7" in outcome.notes["logs"]
     if fault in ("nsfw", "expired_output", "data_removed") or isinstance(fault, dict):  # failed or succeeded
         assert outcome.metrics["predict_time_s"] == pytest.approx(replicate_env.processing_s)
     backend.close()
@@ -353,6 +356,83 @@ def test_standin_cancels_at_cancel_after(replicate_standin: ReplicateStandin) ->
     too_short = httpx.post(url, headers={**auth, "Cancel-After": "2s"}, json={"input": {"prompt": "x"}})
     assert too_short.status_code == 422 and "at least 5s" in too_short.json()["detail"]
     assert parse_duration("1h30m") == 5400 and parse_duration("500ms") == 0.5 and parse_duration("5 min") is None
+
+
+def test_cancel_after_reached_before_the_start_ends_aborted(replicate_standin: ReplicateStandin) -> None:
+    # Replicate's changelog 2025-10-16: "aborted" if the deadline is reached before it starts running,
+    # "canceled" if while it runs; only the latter is charged.
+    auth = {"Authorization": f"Bearer {FAKE_REPLICATE_TOKEN}", "Cancel-After": "5s"}
+    url = f"{replicate_standin.url}/v1/models/{DEFAULT_MODEL}/predictions"
+    replicate_standin.starting_s = 8.0  # queued for longer than its deadline
+    created = httpx.post(url, headers=auth, json={"input": {"prompt": "x"}}).json()
+    prediction = replicate_standin.predictions[created["id"]]
+    assert replicate_standin._status(prediction, prediction.created + 4.9) == "starting"
+    assert replicate_standin._status(prediction, prediction.created + 5.1) == "aborted"
+    prediction.created -= 6  # as if six seconds had passed
+    answer = httpx.get(f"{replicate_standin.url}/v1/predictions/{prediction.id}", headers=auth).json()
+    assert answer["status"] == "aborted" and answer["started_at"] is None and answer["logs"] == ""
+    assert answer["output"] is None and answer["completed_at"]
+    replicate_standin.starting_s = 0.01  # started at once: the same deadline comes while it runs
+    replicate_standin.script("never")
+    running = httpx.post(url, headers=auth, json={"input": {"prompt": "x"}}).json()
+    late = replicate_standin.predictions[running["id"]]
+    assert replicate_standin._status(late, late.created + 5.1) == "canceled"
+
+
+def test_an_aborted_prediction_says_it_never_started_and_costs_nothing(replicate_env: ReplicateStandin) -> None:
+    backend = make_backend(prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, "aborted")
+    assert isinstance(outcome, GenerationFailure) and outcome.error_type == "PredictionAborted"
+    assert "before it started" in outcome.reason and "not charged" in outcome.reason
+    assert outcome.cost_usd is None
+    canceled = run_fault(backend, replicate_env, "canceled")
+    assert "while it ran" in canceled.reason and "charged" in canceled.reason
+    backend.close()
+
+
+def test_a_429_with_only_the_documented_body_is_waited_out_by_its_detail(replicate_env: ReplicateStandin) -> None:
+    # replicate.com/docs/topics/predictions/rate-limits: a 429 "with a body like" this, no header promised
+    auth = {"Authorization": f"Bearer {FAKE_REPLICATE_TOKEN}"}
+    replicate_env.script("429")
+    raw = httpx.post(f"{replicate_env.url}/v1/models/{DEFAULT_MODEL}/predictions", headers=auth,
+                     json={"input": {"prompt": "x"}})
+    assert raw.status_code == 429 and "retry-after" not in raw.headers
+    assert raw.json() == {"detail": "Request was throttled. Your rate limit resets in ~30s."}
+    backend = make_backend(prefer_wait_s=0)
+    outcome = run_fault(backend, replicate_env, "429")
+    assert isinstance(outcome, RateLimitError) and outcome.retry_after == 30.0  # read from "~30s"
+    assert "resets in ~30s" in str(outcome) and len(replicate_env.requests_to("create")) == 2
+    with_header = run_fault(backend, replicate_env, {"fault": "429", "retry_after": 7, "header": True})
+    assert isinstance(with_header, RateLimitError) and with_header.retry_after == 7.0
+    polled = run_fault(backend, replicate_env, {"fault": "429", "on": "get", "retry_after": 0.1})
+    assert isinstance(polled, GeneratedImage) and polled.notes["poll_errors"] == "1 (last: HTTP 429)"
+    backend.close()
+
+
+def test_version_takes_an_id_a_full_ref_or_an_official_model_only(replicate_standin: ReplicateStandin) -> None:
+    # Replicate's changelog 2025-08-05: POST /v1/predictions takes "{owner}/{name}" for official models,
+    # "{owner}/{name}:{version_id}" and the 64-character "{version_id}".
+    auth = {"Authorization": f"Bearer {FAKE_REPLICATE_TOKEN}", "Prefer": "wait=5"}
+    url = f"{replicate_standin.url}/v1/predictions"
+    body = {"input": {"prompt": "x", "width": 512, "height": 512}}
+    for version in (SDXL_VERSION, f"stability-ai/sdxl:{SDXL_VERSION}"):
+        assert httpx.post(url, headers=auth, json={**body, "version": version}).status_code == 201
+    bare = httpx.post(url, headers=auth, json={**body, "version": "stability-ai/sdxl"})  # a community model
+    assert bare.status_code == 422 and bare.json()["title"] == "Invalid version or not permitted"
+    official = httpx.post(url, headers=auth, json={"version": DEFAULT_MODEL, "input": {"prompt": "x"}})
+    assert official.status_code == 201 and official.json()["version"] == "hidden"
+    unknown = httpx.post(url, headers=auth, json={"version": "someone/not-a-model", "input": {"prompt": "x"}})
+    assert unknown.status_code == 422
+
+
+def test_the_backend_never_sends_a_bare_community_name_as_version(backend: ReplicateBackend,
+                                                                  replicate_env: ReplicateStandin) -> None:
+    with pytest.raises(UnsupportedRequestError, match="not an official model: give its version"):
+        backend.validate(req("stability-ai/sdxl", steps=20))
+    official = only(backend.generate([req()]))  # an official model goes to the model route, no version sent
+    create = only(replicate_env.requests_to("create"))
+    assert isinstance(official, GeneratedImage) and create.path == f"/v1/models/{DEFAULT_MODEL}/predictions"
+    assert "version" not in (create.json or {})
 
 
 def test_a_slow_create_is_bounded_by_the_deadline_not_the_timeout(replicate_env: ReplicateStandin) -> None:

@@ -1,7 +1,8 @@
 """Stand-in for the OpenAI images API: ``POST /v1/images/generations`` and ``GET /files/{name}``.
 
 Validates each request against model profiles the way the real API does (legacy dall-e-2/3 and
-gpt-image-1, current gpt-image-*; each with a retired flag), answers with the real body shapes
+gpt-image-1, current gpt-image-* including every name the openai 3.57 SDK lists; each with a retired flag;
+gpt-image-2's free sizes under its published pixel budget), answers with the real body shapes
 (``x-request-id``; ``revised_prompt`` from dall-e-3; ``usage`` from GPT-image models) and serves
 ``url`` responses from ``/files/{name}`` until ``url_ttl_s`` runs out.
 
@@ -68,7 +69,7 @@ class StandinModel:
     family: str  # "dalle" or "gpt-image"
     max_prompt: int
     max_n: int
-    sizes: frozenset[str] | None  # None: any WxH under the gpt-image-2 rules
+    sizes: frozenset[str] | None  # None: any WxH under the gpt-image-2 rules (a pixel budget)
     qualities: frozenset[str]
     params: frozenset[str]
     retired: bool = False
@@ -78,9 +79,10 @@ class StandinModel:
 _COMMON = frozenset({"model", "prompt", "n", "size", "quality", "user"})
 _DALLE = _COMMON | {"response_format"}
 _GPT = _COMMON | {"background", "moderation", "output_format", "output_compression", "safety_identifier",
-                  "stream", "partial_images"}
+                  "stream", "partial_images", "complexity"}
 _GPT_SIZES = frozenset({"1024x1024", "1536x1024", "1024x1536", "auto"})
 _GPT_QUALITY = frozenset({"low", "medium", "high", "auto"})
+_GPT_2_5_QUALITY = _GPT_QUALITY | {"xhigh", "max"}  # the SDK: 2.5 models "also support xhigh and max"
 
 MODELS: dict[str, StandinModel] = {
     "dall-e-2": StandinModel("dalle", 1000, 10, frozenset({"256x256", "512x512", "1024x1024"}),
@@ -91,6 +93,14 @@ MODELS: dict[str, StandinModel] = {
     "gpt-image-1-mini": StandinModel("gpt-image", 32000, 10, _GPT_SIZES, _GPT_QUALITY, _GPT),
     "gpt-image-1.5": StandinModel("gpt-image", 32000, 10, _GPT_SIZES, _GPT_QUALITY, _GPT),
     "gpt-image-2": StandinModel("gpt-image", 32000, 10, None, _GPT_QUALITY, _GPT),
+    "gpt-image-2-2026-04-21": StandinModel("gpt-image", 32000, 10, None, _GPT_QUALITY, _GPT),
+    "chatgpt-image-latest": StandinModel("gpt-image", 32000, 10, _GPT_SIZES, _GPT_QUALITY, _GPT),
+    **{name: StandinModel("gpt-image", 32000, 10, None, _GPT_2_5_QUALITY, _GPT)
+       for name in ("gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare",
+                    "gpt-image-2.5-flare-2026-09-08")},
+    # The SDK names no free sizes for 2.6: the standard GPT image sizes only.
+    **{name: StandinModel("gpt-image", 32000, 10, _GPT_SIZES, _GPT_QUALITY, _GPT)
+       for name in ("gpt-image-2.6-sunburst", "gpt-image-2.6-flare")},
 }
 
 _FAULTS = ["500", "502_html", "503", "429", "insufficient_quota", "401", "403", "content_policy_violation",
@@ -368,7 +378,7 @@ class OpenAIStandin(StandinServer):
         if model.family == "gpt-image":
             quality = params.get("quality", "auto")
             quality = "medium" if quality == "auto" else quality
-            out_tokens = {"low": 272, "medium": 1056, "high": 4160}[quality] * len(data)
+            out_tokens = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 8320, "max": 16640}[quality] * len(data)
             in_tokens = len(prompt.split()) + 8
             answer.update({
                 "background": "transparent" if params.get("background") == "transparent" else "opaque",
@@ -384,17 +394,20 @@ class OpenAIStandin(StandinServer):
 
 
 def _free_size_problem(size: Any) -> str | None:
-    """The gpt-image-2 size rules: WxH, multiples of 16, aspect 1:3..3:1, at most 3840x2160."""
+    """gpt-image-2's published size rule (image generation guide): edges multiples of 16, the long edge at
+    most 3840, long:short at most 3:1, 655,360 to 8,294,400 pixels."""
     try:
         width, height = (int(v) for v in str(size).split("x"))
     except ValueError:
         return "expected WIDTHxHEIGHT"
-    if width % 16 or height % 16:
+    if width <= 0 or height <= 0 or width % 16 or height % 16:
         return "width and height must be divisible by 16"
-    if not 1 / 3 <= width / height <= 3:
+    if max(width, height) > 3 * min(width, height):
         return "aspect ratio must be between 1:3 and 3:1"
-    if max(width, height) > 3840 or min(width, height) > 2160:
-        return "the maximum supported resolution is 3840x2160"
+    if max(width, height) > 3840:
+        return "the maximum edge length is 3840"
+    if not 655_360 <= width * height <= 8_294_400:
+        return "the total pixels must be between 655,360 and 8,294,400"
     return None
 
 

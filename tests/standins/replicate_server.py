@@ -9,7 +9,9 @@ Routes (names in brackets are the ``on`` values of faults):
 
 Every API route needs ``Authorization: Bearer ...`` (401 without). Inputs are checked against each
 model's schema (422 ``Input validation failed`` with ``invalid_fields``); an unknown version answers 422
-``Invalid version or not permitted``. ``Prefer: wait`` / ``wait=N`` holds the create until the prediction
+``Invalid version or not permitted``. ``version`` takes what Replicate's changelog of 2025-08-05 lists: a
+64-hex version id, ``owner/name:version``, or a bare ``owner/name`` for an official model only; a bare
+``owner/name`` of a community model is refused like an unknown version. ``Prefer: wait`` / ``wait=N`` holds the create until the prediction
 finishes (201) or the wait runs out (202 with ``Location``). A prediction goes
 ``starting`` → ``processing`` → ``succeeded`` | ``failed`` | ``canceled`` | ``aborted`` on a clock
 (``starting_s``, ``processing_s``); its logs say ``Using seed: N``; finished ones carry
@@ -18,16 +20,19 @@ finishes (201) or the wait runs out (202 with ``Location``). A prediction goes
 (``output_mode = "data"``).
 
 ``Cancel-After`` on a create (a duration such as ``30s``, ``5m``, ``1h30m``; at least 5 s, else 422, stricter
-than what is confirmed of the real API) cancels the prediction that long after its creation.
+than what is confirmed of the real API) ends the prediction that long after its creation, as Replicate's
+changelog of 2025-10-16 says: ``aborted`` when the deadline comes before it started (not charged), ``canceled``
+when it was running.
 
-Faults. HTTP faults (default route ``create``; give ``on`` for others): ``429`` (``Retry-After``:
-``retry_after`` s), ``402`` (insufficient credit), ``500``, ``502_html``, ``503``, ``401``, ``drop``,
-``slow`` (``seconds``), ``empty_body`` (HTTP 200 with a 0-byte body); ``503_get`` and ``504_get`` (route
-``get``). Outcome faults shape the next created prediction: ``nsfw`` (failed, "NSFW
-content detected"), ``failed`` (failed with ``error``), ``canceled``, ``aborted``, ``never`` (processing
-forever, until canceled), ``processing_with_output`` (output filled while still processing),
-``expired_output`` (its files answer 404 at once), ``data_removed`` (output already deleted when it
-finishes), ``slow_prediction`` (processing takes ``seconds``).
+Faults. HTTP faults (default route ``create``; give ``on`` for others): ``429`` (the documented body only,
+``{"detail": "Request was throttled. Your rate limit resets in ~Ns."}`` with N = ``retry_after``, and no
+header; ``header: true`` adds ``Retry-After``), ``402`` (insufficient credit), ``500``, ``502_html``, ``503``,
+``401``, ``drop``, ``slow`` (``seconds``), ``empty_body`` (HTTP 200 with a 0-byte body); ``503_get`` and
+``504_get`` (route ``get``). Outcome faults shape the next created prediction: ``nsfw`` (failed, "NSFW
+content detected"), ``failed`` (failed with ``error``), ``canceled``, ``aborted`` (ends when it would have
+started: no logs, no output), ``never`` (processing forever, until canceled), ``processing_with_output``
+(output filled while still processing), ``expired_output`` (its files answer 404 at once), ``data_removed``
+(output already deleted when it finishes), ``slow_prediction`` (processing takes ``seconds``).
 """
 
 from __future__ import annotations
@@ -149,6 +154,7 @@ class _Prediction:
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     outputs: list[str] | None = None
     cancel_after_s: float | None = None  # from the Cancel-After header
+    aborted: bool = False  # ended by Cancel-After before it started
 
 
 class ReplicateStandin(StandinServer):
@@ -197,11 +203,10 @@ class ReplicateStandin(StandinServer):
 
     def _http_fault(self, fault: Mapping[str, Any]) -> Reply | None:
         name = fault["fault"]
-        if name == "429":
-            after = fault.get("retry_after", 1)
-            return _problem(429, "Too Many Requests",
-                            f"Request was throttled. Your rate limit resets in ~{after}s.",
-                            headers={"Retry-After": str(after)})
+        if name == "429":  # replicate.com/docs/topics/predictions/rate-limits: this body, no header promised
+            after = fault.get("retry_after", 30)
+            return Reply.json(429, {"detail": f"Request was throttled. Your rate limit resets in ~{after}s."},
+                              {"Retry-After": str(after)} if fault.get("header") else {})
         if name == "402":
             return _problem(402, "Insufficient credit", "You have insufficient credit to run this model. Go to "
                                                         "https://replicate.com/account/billing to purchase credit.")
@@ -227,19 +232,24 @@ class ReplicateStandin(StandinServer):
     def _status(self, p: _Prediction, now: float) -> str:
         if p.canceled_at is None and p.cancel_after_s is not None and now - p.created >= p.cancel_after_s:
             end = p.created + p.starting_s + p.processing_s
-            if p.outcome == "never" or end > p.created + p.cancel_after_s:  # still running at Cancel-After
+            if p.outcome == "never" or end > p.created + p.cancel_after_s:  # not finished at Cancel-After
                 p.canceled_at = p.created + p.cancel_after_s
+                p.aborted = p.cancel_after_s < p.starting_s  # the deadline came before it started
         if p.canceled_at is not None:
-            return "canceled"
+            return "aborted" if p.aborted else "canceled"
         elapsed = now - p.created
         if elapsed < p.starting_s:
             return "starting"
+        if p.outcome == "aborted":  # Replicate gave up on it before it started: no logs, no output
+            return "aborted"
         if p.outcome == "never" or elapsed < p.starting_s + p.processing_s:
             return "processing"
         return p.outcome
 
     def _finished_at(self, p: _Prediction) -> float:
-        return p.canceled_at if p.canceled_at is not None else p.created + p.starting_s + p.processing_s
+        if p.canceled_at is not None:
+            return p.canceled_at
+        return p.created + p.starting_s + (0.0 if p.outcome == "aborted" else p.processing_s)
 
     def _make_outputs(self, p: _Prediction) -> list[str]:
         if p.outputs is None:
@@ -267,9 +277,10 @@ class ReplicateStandin(StandinServer):
         now = time.time()
         status = self._status(p, now)
         terminal = status in ("succeeded", "failed", "canceled", "aborted")
+        started = status not in ("starting", "aborted")
         steps = p.input.get("num_inference_steps", self.models[p.model].default_steps)
         logs = ""
-        if status != "starting":
+        if started:
             logs = f"Using seed: {p.seed}\n  0%|          | 0/{steps} [00:00<?, ?it/s]\n"
             if status == "succeeded":
                 logs += f"100%|██████████| {steps}/{steps} [00:00<00:00, 20.0it/s]\n"
@@ -287,7 +298,7 @@ class ReplicateStandin(StandinServer):
             "logs": logs, "output": output, "data_removed": bool(removed and terminal),
             "error": p.error if status == "failed" else None, "status": status,
             "source": "api", "created_at": _iso(p.created),
-            "started_at": _iso(p.created + p.starting_s) if status != "starting" else None,
+            "started_at": _iso(p.created + p.starting_s) if started else None,
             "completed_at": _iso(self._finished_at(p)) if terminal else None,
             "urls": {"get": f"{self.url}/v1/predictions/{p.id}",
                      "cancel": f"{self.url}/v1/predictions/{p.id}/cancel",
@@ -383,10 +394,11 @@ class ReplicateStandin(StandinServer):
         return Reply.json(201, data)
 
     def _resolve(self, ref: str) -> tuple[str, str] | None:
+        """What ``version`` names: a 64-hex id, ``owner/name:id``, or ``owner/name`` of an official model."""
         for name, model in self.models.items():
             if ref in (model.version, f"{name}:{model.version}"):
                 return name, model.version
-            if ref == name and model.official:
+            if ref == name and model.official:  # since 2025-08-05, official models only
                 return name, "hidden"
         return None
 

@@ -86,9 +86,13 @@ class Backend(ABC):
             out["negative_prompt"] = "ignored by the backend"
         return out
 
-    def estimate_cost(self, request: GenerationRequest) -> float:
-        """Expected price of one image in USD (0 for local backends)."""
+    def estimate_cost(self, request: GenerationRequest) -> float | None:
+        """Expected price of one image in USD (0 for local backends; None where it is unknown)."""
         return 0.0
+
+    def warnings(self, request: GenerationRequest) -> list[str]:
+        """What the plan should tell before ``request`` is sent (a model shutting down, an unknown cost)."""
+        return []
 
     def estimate_seconds(self, request: GenerationRequest) -> float | None:
         """Rough time per image, used when the tracking store has no history to go by."""

@@ -1,9 +1,13 @@
 """OpenAI images backend: ``client.images.generate`` through the official ``openai`` SDK.
 
 Model profiles are data (``PROFILES``, in ``openai_models.py``): sizes, qualities, options, prompt limit,
-whether the model returns a ``revised_prompt``, and an estimated price per image. A request a model cannot
-take fails in ``validate`` (plan time), naming the allowed values. The API has no seed: every image is
-flagged ``seed_not_controlled`` and replicates are independent draws.
+whether the model returns a ``revised_prompt``, an estimated price per image and the shutdown date. A
+request a model cannot take fails in ``validate`` (plan time), naming the allowed values. The model names
+are the installed SDK's (``openai_catalogue.py``): one it lists and we have no profile for is sent as asked,
+its options checked against the SDK's own value lists, and ``warnings`` (shown by ``plan``) says that its
+cost and limits are unknown; so does a model that shuts down soon, or is shut down on api.openai.com but
+asked of a compatible server. The API has no seed: every image is flagged ``seed_not_controlled`` and
+replicates are independent draws.
 
 Retries belong to the runner: the SDK client is built with ``max_retries=0``, and every SDK error is mapped
 at one point, ``map_openai_errors`` (``openai_errors.py``), into ``workbench.errors``. Responses are checked
@@ -28,6 +32,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import date
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -46,22 +51,25 @@ from ._http import (
     secret_from_env,
 )
 from .base import Backend, Capabilities
+from .openai_catalogue import sdk_models
 from .openai_errors import map_openai_errors
 from .openai_models import (
-    CURRENT_MODELS,
     PRICES_AS_OF,
     PROFILES,
     OpenAIModelProfile,
+    current_models,
     image_price,
+    today_utc,
     validate_options,
     validate_size,
+    validate_unprofiled,
 )
 
 if TYPE_CHECKING:
     import httpx2
     import openai
 
-__all__ = ["OpenAIBackend", "OpenAIModelProfile", "PROFILES", "PRICES_AS_OF", "CURRENT_MODELS",
+__all__ = ["OpenAIBackend", "OpenAIModelProfile", "PROFILES", "PRICES_AS_OF", "current_models",
            "DEFAULT_BASE_URL", "ModelNotFoundError"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -75,6 +83,7 @@ class OpenAIBackend(Backend):
         timeout_s: per-call timeout; default ``$WORKBENCH_OPENAI_TIMEOUT_S``, else 120 s.
         concurrency: calls in flight at once (read by the runner); default 4.
         profiles: extra or replacement model profiles, merged over ``PROFILES``.
+        today: the date shutdowns are judged by; default today (UTC).
 
     Request options (``request.options``), per profile: ``quality``, ``background``, ``output_format``,
     ``output_compression``, ``moderation`` (GPT-image); ``quality``, ``style`` (dall-e-3).
@@ -83,8 +92,9 @@ class OpenAIBackend(Backend):
     name = "openai"
 
     def __init__(self, *, base_url: str | None = None, timeout_s: float | None = None, concurrency: int = 4,
-                 profiles: Mapping[str, OpenAIModelProfile] | None = None) -> None:
+                 profiles: Mapping[str, OpenAIModelProfile] | None = None, today: date | None = None) -> None:
         self._base_url = base_url
+        self.today = today
         self.timeout_s = float_setting(timeout_s, "WORKBENCH_OPENAI_TIMEOUT_S", 120.0)
         self.concurrency = concurrency
         self.profiles: dict[str, OpenAIModelProfile] = {**PROFILES, **(profiles or {})}
@@ -106,12 +116,25 @@ class OpenAIBackend(Backend):
     def _api_key() -> str | None:
         return secret_from_env("OPENAI_API_KEY")
 
-    def _profile(self, model: str) -> OpenAIModelProfile:
+    def _today(self) -> date:
+        return self.today or today_utc()
+
+    def current_models(self) -> tuple[str, ...]:
+        """The models to use now: the SDK's, less those shut down (see ``openai_models.current_models``)."""
+        return current_models(self._today(), self.profiles)
+
+    @property
+    def _public(self) -> bool:
+        return self.host == urlsplit(DEFAULT_BASE_URL).netloc
+
+    def _profile(self, model: str) -> OpenAIModelProfile | None:
+        """The model's profile; None for a model the installed SDK lists and no profile describes."""
         profile = self.profiles.get(model)
-        if profile is None:
+        if profile is None and model not in sdk_models():
             raise UnsupportedRequestError(
-                f"openai: unknown model '{model}'; known models: {', '.join(sorted(self.profiles))} "
-                f"(current: {', '.join(CURRENT_MODELS)}); add a profile with OpenAIBackend(profiles=...)")
+                f"openai: unknown model '{model}': neither the installed openai SDK nor a workbench profile names "
+                f"it; current models: {', '.join(self.current_models())}; add a profile with "
+                f"OpenAIBackend(profiles=...), or update the openai SDK")
         return profile
 
     def _client(self) -> openai.OpenAI:
@@ -136,7 +159,7 @@ class OpenAIBackend(Backend):
         profile = self.profiles.get(model)
         if profile is None:
             return Capabilities(seeds=False, negative_prompt=False, guidance=False, steps=False,
-                                concurrency=self.concurrency, max_batch=1)
+                                concurrency=self.concurrency, max_batch=1, size_multiple=1)
         return Capabilities(seeds=False, max_batch=1, negative_prompt=False, guidance=False, steps=False,
                             schedulers=False, revised_prompt=profile.returns_revised_prompt,
                             sizes=profile.sizes, size_multiple=16, concurrency=self.concurrency,
@@ -144,27 +167,59 @@ class OpenAIBackend(Backend):
 
     def validate(self, request: GenerationRequest) -> None:
         profile = self._profile(request.model)
-        if profile.retired:
+        limit = profile.max_prompt_chars if profile is not None else 32000  # the SDK: "maximum length 32000"
+        if len(request.prompt) > limit:
             raise UnsupportedRequestError(
-                f"openai model '{request.model}' was {profile.retired_note or 'retired'}; use one of the "
-                f"current models: {', '.join(CURRENT_MODELS)}")
-        if profile.legacy and self.host == urlsplit(DEFAULT_BASE_URL).netloc:
-            raise UnsupportedRequestError(
-                f"openai model '{request.model}' is a legacy profile ({profile.retired_note}); it works only "
-                f"against a compatible server (set OPENAI_BASE_URL or base_url=). Current models: "
-                f"{', '.join(CURRENT_MODELS)}")
-        if len(request.prompt) > profile.max_prompt_chars:
-            raise UnsupportedRequestError(
-                f"openai model '{request.model}' takes prompts of at most {profile.max_prompt_chars} "
-                f"characters; this one has {len(request.prompt)}")
+                f"openai model '{request.model}' takes prompts of at most {limit} characters; this one has "
+                f"{len(request.prompt)}")
         if not request.prompt.strip():
             raise UnsupportedRequestError("openai: the prompt is empty")
-        validate_size(profile, request.width, request.height)
         if request.scheduler:
             raise UnsupportedRequestError(
                 f"openai model '{request.model}' has no choice of scheduler; remove "
                 f"'scheduler: {request.scheduler}' from the spec")
+        if profile is None:
+            validate_unprofiled(request.model, request.width, request.height, dict(request.options))
+            return
+        validate_size(profile, request.width, request.height)
         validate_options(profile, dict(request.options))
+        if profile.shut_down(self._today()):
+            assert profile.shutdown is not None
+            instead = f"use {profile.replacement}; current models: {', '.join(self.current_models())}"
+            if not profile.legacy:
+                raise UnsupportedRequestError(
+                    f"openai model '{request.model}' was shut down (retired) on {profile.shutdown.isoformat()} "
+                    f"(OpenAI's deprecations page); {instead}")
+            if self._public:
+                raise UnsupportedRequestError(
+                    f"openai model '{request.model}' is a legacy profile (shut down on api.openai.com on "
+                    f"{profile.shutdown.isoformat()}): it works only against a compatible server (set "
+                    f"OPENAI_BASE_URL or base_url=); {instead}")
+
+    def warnings(self, request: GenerationRequest) -> list[str]:
+        """What the plan should say before this request is sent: no profile, a shutdown, an unknown price."""
+        profile = self.profiles.get(request.model)
+        if profile is None:
+            if request.model not in sdk_models():
+                return []
+            return [f"openai model '{request.model}' has no workbench profile: its cost and limits (sizes, "
+                    f"qualities, options) are unknown; it is sent as asked, checked only against the installed "
+                    f"SDK's parameters (add a profile with OpenAIBackend(profiles=...))"]
+        out = []
+        today = self._today()
+        if profile.shutdown is not None and profile.shut_down(today):
+            out.append(f"openai model '{request.model}' was shut down on api.openai.com on "
+                       f"{profile.shutdown.isoformat()}; sent to {self.host} as asked (a compatible server); "
+                       f"on api.openai.com use {profile.replacement}")
+        elif profile.shutdown is not None:
+            days = (profile.shutdown - today).days
+            out.append(f"openai model '{request.model}' shuts down on {profile.shutdown.isoformat()} (in {days} "
+                       f"day{'s' if days != 1 else ''}, OpenAI's deprecations page): calls fail after that; use "
+                       f"{profile.replacement}")
+        if self.estimate_cost(request) is None:
+            out.append(f"openai model '{request.model}': no price is published for {request.width}x"
+                       f"{request.height} images (prices as of {PRICES_AS_OF}); their cost is unknown")
+        return out
 
     def uncontrolled(self, request: GenerationRequest) -> dict[str, str]:
         out = super().uncontrolled(request)
@@ -172,10 +227,10 @@ class OpenAIBackend(Backend):
                        "(replicates, not seeds)")
         return out
 
-    def estimate_cost(self, request: GenerationRequest) -> float:
+    def estimate_cost(self, request: GenerationRequest) -> float | None:
         profile = self.profiles.get(request.model)
         if profile is None:
-            return 0.0
+            return None  # no profile: the cost is unknown
         quality = request.options.get("quality") or profile.default_price_quality
         return image_price(profile, request.width, request.height, str(quality))
 
@@ -212,12 +267,12 @@ class OpenAIBackend(Backend):
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [self._generate_one(request) for request in batch]
 
-    def _request_kwargs(self, profile: OpenAIModelProfile, request: GenerationRequest) -> dict[str, Any]:
+    def _request_kwargs(self, profile: OpenAIModelProfile | None, request: GenerationRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": request.model, "prompt": request.prompt,
                                   "size": f"{request.width}x{request.height}", "n": 1}
         for key, value in request.options.items():
             kwargs[key] = value
-        if profile.response_format is not None:
+        if profile is not None and profile.response_format is not None:
             kwargs["response_format"] = profile.response_format
         return kwargs
 
@@ -229,7 +284,8 @@ class OpenAIBackend(Backend):
         start = time.perf_counter()
         request_id: str | None = None
         try:
-            with map_openai_errors(request.model, host=self.host, timeout_s=self.timeout_s, key=self._api_key()):
+            with map_openai_errors(request.model, host=self.host, timeout_s=self.timeout_s, key=self._api_key(),
+                                   current=self.current_models()):
                 answer = client.images.with_raw_response.generate(**kwargs)
             request_id = answer.headers.get("x-request-id") or None
             data, item = self._images_in(answer.http_response, request_id)
@@ -246,8 +302,10 @@ class OpenAIBackend(Backend):
                                      latency_s=time.perf_counter() - start, environment=env)
         latency = time.perf_counter() - start
         flags, notes = self._flags_and_notes(request, item, data, image.size)
-        quality = data.get("quality") or request.options.get("quality") or profile.default_price_quality
-        cost = image_price(profile, request.width, request.height, str(quality))
+        cost = None
+        if profile is not None:
+            quality = data.get("quality") or request.options.get("quality") or profile.default_price_quality
+            cost = image_price(profile, request.width, request.height, str(quality))
         return GeneratedImage(request=request, image=image, revised_prompt=self._revised_prompt(item),
                               backend_ids={"request_id": request_id} if request_id else {}, latency_s=latency,
                               cost_usd=cost, flags=frozenset(flags), notes=notes, environment=env,

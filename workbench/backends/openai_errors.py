@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from ..errors import (
     TransientBackendError,
 )
 from ._http import RequestFailed, redact, retry_after_seconds
-from .openai_models import CURRENT_MODELS
+from .openai_models import current_models
 
 if TYPE_CHECKING:
     import openai
@@ -42,15 +42,17 @@ _NO_MODEL = re.compile(r"\bmodel\b.*\b(does not exist|not found|deprecated|retir
 
 
 @contextmanager
-def map_openai_errors(model: str, *, host: str, timeout_s: float, key: str | None) -> Iterator[None]:
+def map_openai_errors(model: str, *, host: str, timeout_s: float, key: str | None,
+                      current: Sequence[str] | None = None) -> Iterator[None]:
     """Around every call into the ``openai`` SDK: its errors leave as ``workbench.errors`` (or
-    ``RequestFailed``), with the SDK's error as the cause and ``key`` redacted from server text."""
+    ``RequestFailed``), with the SDK's error as the cause and ``key`` redacted from server text. ``current``
+    names the models to suggest when the server has none of that name (default: ``current_models()``)."""
     import openai  # the optional extra: the caller has already checked that it is installed
 
     try:
         yield
     except openai.APIStatusError as exc:
-        raise _status_error(exc, model, host, key) from exc
+        raise _status_error(exc, model, host, key, current_models() if current is None else current) from exc
     except openai.APITimeoutError as exc:
         raise TransientBackendError(
             f"openai: no answer from {host} within {timeout_s:g} s (model '{model}'); "
@@ -63,8 +65,8 @@ def map_openai_errors(model: str, *, host: str, timeout_s: float, key: str | Non
         raise BackendError(f"openai: {type(exc).__name__}: {redact(str(exc), key)}") from exc
 
 
-def _status_error(exc: openai.APIStatusError, model: str, host: str,
-                  key: str | None) -> BackendError | RequestFailed:
+def _status_error(exc: openai.APIStatusError, model: str, host: str, key: str | None,
+                  current: Sequence[str]) -> BackendError | RequestFailed:
     """The error for an HTTP error answer: a ``BackendError`` for whole-call problems, ``RequestFailed``
     for this request's."""
     status = exc.status_code
@@ -82,7 +84,7 @@ def _status_error(exc: openai.APIStatusError, model: str, host: str,
         return ModelNotFoundError(
             f"openai: model '{model}' is not available on {host} ({where}): "
             f"{message or 'not found'}; it may be retired or unknown to this key. Current models: "
-            f"{', '.join(CURRENT_MODELS)}; check the spec's model and OPENAI_BASE_URL", request_id=request_id)
+            f"{', '.join(current)}; check the spec's model and OPENAI_BASE_URL", request_id=request_id)
     if status == 401:
         return AuthenticationError(
             f"openai refused the API key ({where}); set a valid OPENAI_API_KEY "

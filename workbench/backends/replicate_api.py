@@ -311,7 +311,7 @@ class Prediction:
             status, data, _ = self._call("POST", f"/v1/predictions/{self.state.prediction_id}/cancel")
         except httpx.HTTPError:
             return False
-        return status == 200 and data is not None and data.get("status") in ("canceled", "succeeded", "failed")
+        return status == 200 and data is not None and data.get("status") in TERMINAL
 
     def _call(self, method: str, path: str) -> tuple[int, dict[str, Any] | None, httpx.Headers]:
         """A raw API call through the SDK's httpx client; JSON is read as a plain dict."""

@@ -82,12 +82,14 @@ def first_output(prediction: Mapping[str, Any], token: str | None) -> tuple[obje
             raise RequestFailed(f"blocked by the model's safety checker: {error}", status="BLOCKED",
                                 error_type="ContentPolicyError")
         raise RequestFailed(f"prediction {pid} failed: {error}", error_type="PredictionFailed")
+    # Replicate's changelog (2025-10-16): a Cancel-After deadline reached before the prediction started ends
+    # it 'aborted' (not charged, for public models); reached while it ran, 'canceled' (charged for its time).
     if status == "canceled":
-        raise RequestFailed(f"prediction {pid} was canceled before it finished (not by this run)",
-                            error_type="PredictionCanceled")
+        raise RequestFailed(f"prediction {pid} was canceled while it ran, not by this run (its Cancel-After "
+                            "deadline, or another client); its time so far is charged", error_type="PredictionCanceled")
     if status == "aborted":
-        raise RequestFailed(f"prediction {pid} was aborted by Replicate before it started or finished "
-                            "(status 'aborted')", error_type="PredictionAborted")
+        raise RequestFailed(f"prediction {pid} was aborted by Replicate before it started (status 'aborted': its "
+                            "Cancel-After deadline came first; not charged)", error_type="PredictionAborted")
     if status != "succeeded":
         raise RequestFailed(f"prediction {pid} ended with unknown status {status!r}",
                             error_type="InvalidResponseError")

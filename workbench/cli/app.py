@@ -78,14 +78,21 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
     for row in result.rows:
         level = row.label.split("=", 1)[1] if "=" in row.label else row.label
         table.add_row(row.group, level, *([f"{row.backend}:{row.model}"] if several else []), str(row.images),
-                      str(row.done), str(row.to_run), _duration(row.est_seconds), f"${row.est_cost:.2f}")
+                      str(row.done), str(row.to_run), _duration(row.est_seconds),
+                      "unknown" if row.est_cost is None else f"${row.est_cost:.2f}")
     table.add_section()
     table.add_row("total", f"{len(result.rows)} cells × {len(loaded.seeds)} seeds", *([""] if several else []),
                   str(result.total_images), str(len(result.done)), str(len(result.todo)),
-                  _duration(result.est_seconds), f"${result.est_cost:.2f}")
+                  _duration(result.est_seconds),
+                  f"${result.est_cost:.2f}" + (" + unknown" if result.cost_unknown else ""))
     out.print(table)
     if len(result.cost_by_backend()) > 1 or result.est_cost:
         out.print("cost by backend: " + ", ".join(f"{k} ${v:.2f}" for k, v in result.cost_by_backend().items()))
+    for warning in result.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+    if result.cost_unknown:
+        out.print("[yellow]cost unknown[/] for " + escape(", ".join(result.cost_unknown)) + ": the total above "
+                  "leaves them out")
     for backend, params in result.uncontrolled.items():
         for param, why in params.items():
             out.print(f"[yellow]note:[/] {backend} cannot hold '{param}': {escape(why)}")

@@ -67,19 +67,22 @@ def _request_rows(table: Table, request: GenerationRequest) -> None:
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
-@click.option("--model", help="For A1111-only files: the model the request would use instead of the file's.")
+@click.option("--model", help="For other tools' files (A1111, ComfyUI, InvokeAI): the model the request would use "
+                              "instead of the file's.")
 @handle_errors
 def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
-    """Show the generation metadata of FILE.png: the workbench chunk and the A1111 parameters."""
+    """Show the generation metadata of FILE.png: the workbench chunk, the A1111 parameters, or another tool's
+    (ComfyUI, InvokeAI) metadata and the request it maps to."""
     from ..errors import MetadataError
-    from ..provenance.a1111 import unused_a1111_keys
+    from ..provenance.imported import SOURCES
     from ..provenance.png import read_png_metadata
 
     meta = read_png_metadata(file)
     a1111 = meta.a1111
-    request, problem = None, None
+    request, problem, imported = None, None, None
     try:
         request = meta.request(model=model)
+        imported = meta.imported(model=model)
     except MetadataError as exc:
         problem = str(exc)
     if as_json:
@@ -87,7 +90,8 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
             "file": str(file), "size": [meta.width, meta.height], "source": meta.source,
             "workbench": meta.workbench, "parameters": meta.parameters, "a1111": a1111,
             "request": request.to_dict() if request else None, "run_key": request.run_key if request else None,
-            "problem": problem}, indent=2, ensure_ascii=False))
+            "not_reproduced": dict(imported.not_reproduced) if imported else None,
+            "notes": list(imported.notes) if imported else None, "problem": problem}, indent=2, ensure_ascii=False))
         return
     chunk = meta.workbench
     if chunk is not None:
@@ -124,14 +128,19 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
         if chunk is not None and request is not None and (a1111.get("Prompt") != request.prompt.strip()):
             err.print("[yellow]note:[/] the A1111 prompt differs from the workbench request (the workbench chunk "
                       "is the one reproduced)")
+    if chunk is None and a1111 is None:
+        out.print(f"{escape(str(file))}: {meta.width}x{meta.height}, no workbench metadata; "
+                  f"{SOURCES[meta.source]} (text chunks: {escape(', '.join(sorted(meta.texts)))})")
     if chunk is None:
-        if request is not None:
+        if request is not None and imported is not None:
             would = _table("the request we would run")
             _request_rows(would, request)
             out.print(would)
-            skipped = unused_a1111_keys(a1111 or {})
-            if skipped:
-                out.print("[yellow]not reproduced:[/] " + escape(", ".join(f"{k}: {v}" for k, v in skipped.items())))
+            for note in imported.notes:
+                out.print(f"[yellow]note:[/] {escape(note)}")
+            if imported.not_reproduced:
+                out.print("[yellow]not reproduced:[/] " + escape(", ".join(
+                    f"{k}: {v}" for k, v in imported.not_reproduced.items())))
             out.print(f"reproduce it with: workbench reproduce {escape(str(file))}"
                       + ("" if model else " [--model MODEL]"))
         else:

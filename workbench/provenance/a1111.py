@@ -7,9 +7,17 @@ prompt, ``Negative prompt: …``, then one line of ``Key: value`` pairs::
     Negative prompt: blurry
     Steps: 30, Sampler: Euler a, CFG scale: 7.0, Seed: 7, Size: 512x768, Model: sd15, Backend: diffusers
 
-``a1111_parameters`` writes it for a request; ``parse_a1111_parameters`` follows A1111's own parser;
-``request_from_a1111`` turns its result into a request we can run, and ``unused_a1111_keys`` names what
-that request does not reproduce. Pure text: ``png.py`` puts it in and reads it out of PNG files.
+``a1111_parameters`` writes it for a request, in the form A1111 >= 1.9 writes (``Sampler: DPM++ 2M,
+Schedule type: Karras``); ``parse_a1111_parameters`` follows A1111's own parser
+(``modules/infotext_utils.py``); ``request_from_a1111`` turns its result into a request we can run, and
+``unused_a1111_keys`` names what that request does not reproduce; ``import_a1111`` does both and says how
+the sampler was read. Pure text: ``png.py`` puts it in and reads it out of PNG files.
+
+What no ``Schedule type`` means depends on who wrote the text. A1111 >= 1.9 reads it as ``Automatic``: the
+sampler's own default (Karras for ``DPM++ 2M``). Before 1.9 the schedule was part of the sampler's name
+(``DPM++ 2M Karras``), so a plain ``DPM++ 2M`` meant Uniform; so did our own texts, before this writer. The
+``Version`` field (``v1.10.1``; Forge's ``f2.0.1v1.10.1-...``) or our ``Backend`` field decide; a text with
+neither is read as A1111 >= 1.9 reads it, and the note says so.
 """
 
 from __future__ import annotations
@@ -17,15 +25,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import MetadataError
 from ..hashing import canonical_json
 from ..types import GenerationRequest
-from .schedulers import SCHEDULERS, a1111_sampler_name, scheduler_from_a1111
+from .imported import Imported
+from .schedulers import SCHEDULERS, A1111Unmapped, a1111_default_schedule, a1111_names, scheduler_from_a1111
 
 __all__ = ["a1111_parameters", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys",
-           "A1111_USED_KEYS", "A1111_INFO_KEYS", "OPTIONS_KEY", "WEIGHTS_KEY"]
+           "import_a1111", "read_a1111_scheduler", "A1111_USED_KEYS", "A1111_INFO_KEYS", "OPTIONS_KEY",
+           "WEIGHTS_KEY"]
 
 # Our backend options that A1111 has no key for, as canonical JSON: other tools show it and skip it.
 OPTIONS_KEY = "Workbench options"
@@ -34,6 +44,8 @@ WEIGHTS_KEY = "Weights hash"
 # A1111's own regex (modules/infotext_utils.py): "Key: value" pairs, values optionally JSON-quoted.
 _RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
+# "v1.10.1", "v1.7.0-225-g...", Forge's "f2.0.1v1.10.1-previous-...": A1111's own version follows a "v".
+_RE_VERSION = re.compile(r"v(\d+)\.(\d+)")
 
 # Keys ``request_from_a1111`` turns into the request; the rest are reported as not reproduced.
 A1111_USED_KEYS = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed",
@@ -55,9 +67,11 @@ def _quote(value: Any) -> str:
 def a1111_parameters(request: GenerationRequest, extra: Mapping[str, Any] | None = None) -> str:
     """The ``parameters`` text A1111 writes and parses for ``request``."""
     pairs: dict[str, Any] = {"Steps": request.steps}
-    sampler = a1111_sampler_name(request.scheduler)
+    sampler, schedule = a1111_names(request.scheduler)
     if sampler:
         pairs["Sampler"] = sampler
+    if schedule:
+        pairs["Schedule type"] = schedule
     pairs["CFG scale"] = float(request.guidance)
     pairs["Seed"] = request.seed if request.seed is not None else -1
     pairs["Size"] = f"{request.width}x{request.height}"
@@ -146,8 +160,8 @@ def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
                        model: str | None = None) -> GenerationRequest:
     """A request we can run, from parsed A1111 parameters (see ``parse_a1111_parameters``).
 
-    Steps, CFG scale, Seed and Size are required. Sampler (and A1111's separate ``Schedule type:
-    Karras``) maps to our scheduler names; ``Clip skip: N`` becomes the diffusers option
+    Steps, CFG scale, Seed and Size are required. Sampler and ``Schedule type`` map to our scheduler names
+    (``read_a1111_scheduler``); ``Clip skip: N`` becomes the diffusers option
     ``clip_skip: N-1``. ``backend`` defaults to the text's ``Backend`` (ours writes it), else diffusers;
     ``model`` replaces the text's ``Model``, which is required otherwise.
 
@@ -161,15 +175,7 @@ def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
     if not model:
         raise MetadataError("the A1111 parameters name no 'Model'; say which model to use (model=..., or "
                             "--model on the command line)")
-    scheduler = None
-    sampler = (params.get("Sampler") or "").strip()
-    if sampler:
-        schedule = (params.get("Schedule type") or "").strip()
-        names = [f"{sampler} {schedule}", sampler] if schedule and schedule.lower() != "automatic" else [sampler]
-        scheduler = next((s for s in map(scheduler_from_a1111, names) if s), None)
-        if scheduler is None:
-            known = ", ".join(a for _, _, a in SCHEDULERS.values())
-            raise MetadataError(f"the A1111 sampler '{names[0]}' has no equivalent here; known samplers: {known}")
+    scheduler, _ = read_a1111_scheduler(params)
     seed = _number(params, "Seed", int)
     if "Size-1" not in params or "Size-2" not in params:
         raise MetadataError(f"the A1111 parameters have no 'Size: WIDTHxHEIGHT' value (got {params.get('Size')!r}); "
@@ -210,3 +216,57 @@ def unused_a1111_keys(params: Mapping[str, str]) -> dict[str, str]:
     """The A1111 parameters a request built by ``request_from_a1111`` does not reproduce (hires fix, LoRAs...)."""
     return {k: v for k, v in params.items() if k not in A1111_USED_KEYS and k not in A1111_INFO_KEYS
             and not (k.endswith(("-1", "-2")) and k[:-2] in params)}
+
+
+def _automatic_means(params: Mapping[str, str]) -> tuple[Literal["sampler-default", "uniform"], str]:
+    """How to read a missing ``Schedule type``, and who is taken to have written the text."""
+    if params.get("Backend"):  # ours: the writer before 1.9's form wrote the schedule into the sampler name
+        return "uniform", "the workbench"
+    version = params.get("Version") or ""
+    found = _RE_VERSION.search(version)
+    if found:
+        major, minor = int(found.group(1)), int(found.group(2))
+        if (major, minor) < (1, 9):
+            return "uniform", f"A1111 {version} (before 1.9)"
+        return "sampler-default", f"A1111 {version}"
+    return "sampler-default", ""
+
+
+def read_a1111_scheduler(params: Mapping[str, str]) -> tuple[str | None, list[str]]:
+    """Our scheduler for the text's ``Sampler`` and ``Schedule type``, and notes on how they were read.
+
+    Raises ``MetadataError`` naming a sampler or schedule type with no diffusers equivalent.
+    """
+    sampler = (params.get("Sampler") or "").strip()
+    if not sampler:
+        return None, []
+    schedule = (params.get("Schedule type") or "").strip() or None
+    means, writer = _automatic_means(params)
+    try:
+        name = scheduler_from_a1111(sampler, schedule, automatic=means)
+    except A1111Unmapped as exc:
+        raise MetadataError(str(exc)) from None
+    notes: list[str] = []
+    if not SCHEDULERS[name].sampler.sigma_schedules and schedule and schedule.lower() != "automatic":
+        notes.append(f"'Schedule type: {schedule}' is ignored: A1111 applies it to k-diffusion samplers only, "
+                     f"not to '{sampler}'")
+    if schedule is None or schedule.lower() == "automatic":
+        as_19, as_before = (scheduler_from_a1111(sampler, automatic=m) for m in ("sampler-default", "uniform"))
+        default = a1111_default_schedule(as_before)
+        if as_19 != as_before and means == "sampler-default":  # the reading depends on who wrote the text
+            notes.append(f"no 'Schedule type' with sampler '{sampler}': read as A1111 >= 1.9 reads it, the "
+                         f"sampler's default schedule ({default}, scheduler '{as_19}')"
+                         + (f", as written by {writer}" if writer else
+                            f"; no 'Version' says who wrote the text: before A1111 1.9 it meant Uniform "
+                            f"(scheduler '{as_before}')"))
+        elif as_19 != as_before:
+            notes.append(f"no 'Schedule type' with sampler '{sampler}', written by {writer}: that meant the "
+                         f"Uniform schedule (scheduler '{as_before}'); A1111 >= 1.9 would read {default}")
+    return name, notes
+
+
+def import_a1111(params: Mapping[str, str], *, backend: str | None = None, model: str | None = None) -> Imported:
+    """The request an A1111 text describes, what it does not reproduce, and how its sampler was read."""
+    request = request_from_a1111(params, backend=backend, model=model)
+    _, notes = read_a1111_scheduler(params)
+    return Imported("a1111", request, unused_a1111_keys(params), tuple(notes))

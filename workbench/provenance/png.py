@@ -11,6 +11,10 @@ Writing: ``a1111_parameters`` + ``workbench_metadata`` → ``encode_png``. Readi
 walks the chunks itself (signature, every CRC, the final IEND), so a truncated or damaged file is named as
 such, and checks that the ``workbench`` chunk's request still hashes to its run key (an edited prompt is
 caught). The A1111 text itself (writer, parser, ``request_from_a1111``) lives in ``a1111.py``.
+
+Other tools' files are read too, as far as they map onto a request (``PngMetadata.imported``): an A1111
+``parameters`` text, ComfyUI's ``prompt`` / ``workflow`` graph (``comfyui.py``) and InvokeAI's
+``invokeai_metadata`` (``invokeai.py``), in that order of preference when a file holds several.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ from ..config import public_uri
 from ..errors import MetadataError
 from ..hashing import canonical_json, content_hash
 from ..types import GeneratedImage, GenerationRequest
-from .a1111 import parse_a1111_parameters, request_from_a1111
+from .a1111 import import_a1111, parse_a1111_parameters
+from .comfyui import is_comfyui, read_comfyui
+from .imported import Imported
+from .invokeai import METADATA_KEY as INVOKEAI_KEY
+from .invokeai import read_invokeai
 
 __all__ = ["FORMAT", "workbench_metadata", "encode_png", "PngMetadata", "read_png_metadata", "jsonable",
            "GRID_CHUNK", "GRID_FORMAT", "text_chunks"]
@@ -138,8 +146,13 @@ class PngMetadata:
 
     @property
     def source(self) -> str:
-        """``"workbench"`` when the full request is embedded, else ``"a1111"`` (parameters text only)."""
-        return "workbench" if self.workbench is not None else "a1111"
+        """``"workbench"`` when the full request is embedded, else the tool whose metadata the file holds:
+        ``"a1111"`` (a parameters text), ``"comfyui"`` (a graph) or ``"invokeai"``."""
+        if self.workbench is not None:
+            return "workbench"
+        if self.parameters is not None:
+            return "a1111"
+        return "invokeai" if INVOKEAI_KEY in self.texts else "comfyui"
 
     @property
     def a1111(self) -> dict[str, str] | None:
@@ -188,8 +201,24 @@ class PngMetadata:
             request = _request_from_chunk(self.workbench, self.name)
             changes = {k: v for k, v in (("model", model), ("backend", backend)) if v}
             return request.replace(**changes) if changes else request
-        assert self.parameters is not None
-        return request_from_a1111(parse_a1111_parameters(self.parameters), backend=backend, model=model)
+        imported = self.imported(model=model, backend=backend)
+        assert imported is not None
+        return imported.request
+
+    def imported(self, *, model: str | None = None, backend: str | None = None) -> Imported | None:
+        """Another tool's metadata as a request, with what it does not reproduce; None for our own files.
+
+        Raises ``MetadataError`` naming what could not be mapped.
+        """
+        source = self.source
+        if source == "a1111":
+            assert self.parameters is not None
+            return import_a1111(parse_a1111_parameters(self.parameters), backend=backend, model=model)
+        if source == "invokeai":
+            return read_invokeai(self.texts[INVOKEAI_KEY], backend=backend, model=model)
+        if source == "comfyui":
+            return read_comfyui(self.texts, backend=backend, model=model)
+        return None
 
 
 def read_png_metadata(source: str | Path | bytes, *, verify: bool = True) -> PngMetadata:
@@ -216,11 +245,12 @@ def read_png_metadata(source: str | Path | bytes, *, verify: bool = True) -> Png
     raw = texts.get("workbench")
     if parameters is None and raw is None and GRID_CHUNK in texts:
         raise MetadataError(_grid_message(name, texts[GRID_CHUNK]))
-    if parameters is None and raw is None:
+    if parameters is None and raw is None and not (is_comfyui(texts) or INVOKEAI_KEY in texts):
         found = f" (text chunks present: {', '.join(sorted(texts))})" if texts else ""
         raise MetadataError(
-            f"'{name}' holds no generation metadata: no 'workbench' and no 'parameters' text chunk{found}. "
-            f"Editors and upload sites often strip them when re-saving; reproduce from the MLflow run id instead")
+            f"'{name}' holds no generation metadata: no 'workbench' and no 'parameters' text chunk (A1111), nor "
+            f"ComfyUI's 'prompt' / 'workflow' or InvokeAI's '{INVOKEAI_KEY}'{found}. Editors and upload sites often "
+            f"strip them when re-saving; reproduce from the MLflow run id instead")
     chunk = _decode_chunk(raw, name, verify=verify) if raw is not None else None
     return PngMetadata(name=name, width=width, height=height, texts=texts, parameters=parameters, workbench=chunk)
 

@@ -1,7 +1,8 @@
 """Where an image to reproduce comes from: its request, image, environment and batch, from the source at hand.
 
 ``load_origin`` reads an MLflow run (its ``request.json``, PNG and ``environment.json``), a PNG's
-``workbench`` chunk, or an A1111 ``parameters`` text (another tool's file: a request, nothing more).
+``workbench`` chunk, or another tool's metadata (an A1111 ``parameters`` text, a ComfyUI graph, InvokeAI's
+metadata: a request, nothing more, and notes on what it does not reproduce).
 ``batch_requests`` rebuilds the batch the image was made in, in order, from the runs that share its
 ``batch_id``, for ``--exact-batch``. Runs logged before the batch position moved out of the environment
 are read the same way: the metrics first, then the environment.
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MetadataError, NotReproducibleError, UnknownRunError, WorkbenchError
-from ..provenance.a1111 import unused_a1111_keys
+from ..provenance.imported import SOURCES
 from ..provenance.png import read_png_metadata
 from ..tracking.schema import (
     BATCH_ID_TAG,
@@ -41,7 +42,10 @@ from ..types import GenerationRequest
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Origin", "load_origin", "batch_store", "batch_requests"]
+__all__ = ["Origin", "load_origin", "batch_store", "batch_requests", "FOREIGN_KINDS"]
+
+# Origins read from another tool's file: a request only (no environment, no batch, no run).
+FOREIGN_KINDS = frozenset(SOURCES)
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -50,7 +54,7 @@ _RUN_ID = re.compile(r"[0-9a-f]{32}")
 class Origin:
     """The image to reproduce, and what is known about how it was made."""
 
-    kind: str  # "run", "png" (workbench chunk) or "a1111" (parameters text only)
+    kind: str  # "run", "png" (workbench chunk), or another tool's file: "a1111", "comfyui", "invokeai"
     request: GenerationRequest
     image: Image.Image
     environment: dict[str, Any]
@@ -60,6 +64,11 @@ class Origin:
     batch_id: str | None = None  # the backend call it was made in, shared by its batch
     notes: list[str] = field(default_factory=list)
     recorded_uri: str | None = None  # the store a PNG says it was logged to
+
+    @property
+    def foreign(self) -> bool:
+        """Read from another tool's metadata: the environment and the noise it drew are unknown."""
+        return self.kind in FOREIGN_KINDS
 
 
 def load_origin(source: str | Path, tracker: Tracker, model: str | None, backend: str | None) -> Origin:
@@ -148,20 +157,22 @@ def _from_png(path: Path, model: str | None, backend: str | None) -> Origin:
         size_index = (int(batch["size"]), int(batch["index"])) if "size" in batch and "index" in batch else None
         return Origin("png", request, image, meta.environment, meta.run_id, None, size_index, meta.batch_id, notes,
                       recorded_uri=meta.tracking_uri)
-    params = meta.a1111 or {}
     try:
-        request = meta.request(model=model, backend=backend)
+        imported = meta.imported(model=model, backend=backend)
     except MetadataError as exc:
-        raise MetadataError(f"'{path}' has only A1111 parameters, and they cannot be turned into a request: "
+        raise MetadataError(f"'{path}' has only {SOURCES[meta.source]}, and they cannot be turned into a request: "
                             f"{exc}") from None
+    assert imported is not None
+    params = meta.a1111 or {}
     if model and params.get("Model") and params["Model"] != model:
         notes.append(f"model: the file names '{params['Model']}'; regenerated with '{model}'")
-    skipped = unused_a1111_keys(params)
-    if skipped:
-        notes.append("A1111 parameters not reproduced: " + ", ".join(f"{k}: {v}" for k, v in skipped.items()))
-    notes.append("the file holds A1111 parameters only (no environment, no batch): made by another tool, its "
+    notes += imported.notes
+    if imported.not_reproduced:
+        notes.append(f"{imported.described} not reproduced: "
+                     + ", ".join(f"{k}: {v}" for k, v in imported.not_reproduced.items()))
+    notes.append(f"the file holds {imported.described} only (no environment, no batch): made by another tool, its "
                  "noise and samplers may differ, so expect a different image")
-    return Origin("a1111", request, image, {}, None, None, None, None, notes)
+    return Origin(imported.source, imported.request, image, {}, None, None, None, None, notes)
 
 
 # -- the batch it was made in -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Reproduce a past generation from its MLflow run id or from the PNG alone, and prove it.
 
 ``reproduce(source)`` rebuilds the request (``origin.load_origin``: the run's ``request.json``, the PNG's
-``workbench`` chunk, or an A1111 ``parameters`` text), regenerates it on the same backend, and compares
+``workbench`` chunk, or another tool's metadata: an A1111 ``parameters`` text, a ComfyUI graph, InvokeAI's), regenerates it on the same backend, and compares
 pixels with the original (``report.compare_images``): bit-exact, or the largest difference, the fraction
 of pixels that differ and the PSNR, plus the environment fields (library versions, device, dtype,
 weights...) that differ.
@@ -90,10 +90,10 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     try:
         engine.validate(request)
     except UserInputError as exc:
-        hint = "; pass --model (model=...) with a model this backend can load" if origin.kind == "a1111" else ""
+        hint = "; pass --model (model=...) with a model this backend can load" if origin.foreign else ""
         raise type(exc)(f"{exc}{hint}") from None
     current = engine.model_hash(request.model)
-    if model or switched or origin.kind == "a1111":
+    if model or switched or origin.foreign:
         request = origin.request = request.replace(model_hash=current)  # other weights: their own identity
     elif request.model_hash and current and current != request.model_hash:
         notes.append(f"the weights of '{request.model}' changed since the original (hash {request.model_hash} → "
@@ -134,8 +134,8 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     result = dataclasses.replace(result, batch_size=len(requests), batch_index=where,
                                  environment=run_environment(result.environment, backend=engine.name))
     new_env = _fingerprint(result.environment, (len(requests), where))
-    env_diff = diff_environments(original_env, new_env) if origin.kind != "a1111" else {}
-    info_diff = diff_environments(original_env, new_env, informational=True) if origin.kind != "a1111" else {}
+    env_diff = diff_environments(original_env, new_env) if not origin.foreign else {}
+    info_diff = diff_environments(original_env, new_env, informational=True) if not origin.foreign else {}
     report = ReproductionReport(
         source=str(source), source_kind=origin.kind, request=request, original_run_id=origin.run_id,
         tracking_uri=tracker.display_uri if (origin.kind == "run" or log or exact_batch) else None,

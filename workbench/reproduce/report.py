@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..hashing import canonical_json
+from ..provenance.imported import SOURCES
 from ..provenance.png import jsonable
 from ..tracking.schema import REPRODUCES_TAG
 from ..types import GenerationRequest
@@ -30,7 +31,7 @@ class ReproductionReport:
     """What a reproduction found. ``to_text()`` for people, ``to_dict()`` / ``to_json()`` for machines."""
 
     source: str
-    source_kind: str  # "run", "png" (workbench chunk) or "a1111" (parameters text only)
+    source_kind: str  # "run", "png" (workbench chunk), or another tool's file: "a1111", "comfyui", "invokeai"
     request: GenerationRequest
     original_run_id: str | None
     tracking_uri: str | None
@@ -92,7 +93,7 @@ class ReproductionReport:
     def to_text(self) -> str:
         r = self.request
         origin = {"run": f"run {self.original_run_id}", "png": f"{self.source}",
-                  "a1111": f"{self.source} (A1111 parameters)"}[self.source_kind]
+                  **{kind: f"{self.source} ({text})" for kind, text in SOURCES.items()}}[self.source_kind]
         if self.source_kind == "png" and self.original_run_id:
             origin += f" (run {self.original_run_id})"
         seed = r.seed if r.seed is not None else "none"
@@ -112,15 +113,15 @@ class ReproductionReport:
         lines.append(f"  verdict:      {self.verdict}")
         if not self.seed_controlled:
             lines.append("  seed:         not controlled by the backend: this cannot be reproduced exactly")
-        if self.source_kind == "a1111":
-            lines.append("  environment:  not recorded in the file (A1111 parameters only)")
+        if self.source_kind in SOURCES:
+            lines.append(f"  environment:  not recorded in the file ({SOURCES[self.source_kind]} only)")
         elif self.environment_diff:
             lines.append(f"  environment:  {len(self.environment_diff)} field(s) differ")
             for key, (old, new) in self.environment_diff.items():
                 lines.append(f"    {key}: {_short(_show(old), 50)} → {_short(_show(new), 50)}")
         else:
             lines.append("  environment:  the same libraries, device, dtype, model and scheduler")
-        if self.source_kind != "a1111" and self.informational_diff:
+        if self.source_kind not in SOURCES and self.informational_diff:
             lines.append("  also differ:  " + "; ".join(
                 f"{key} {_short(_show(old), 40)} → {_short(_show(new), 40)}"
                 for key, (old, new) in self.informational_diff.items()))

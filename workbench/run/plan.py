@@ -16,6 +16,7 @@ from typing import Any
 from ..backends.base import Backend
 from ..backends.registry import get_backend
 from ..errors import UnsupportedRequestError
+from ..evaluate.scoring import ScoreConfig, ScoreLine, describe, score_config, scoring_for
 from ..experiments.expand import expand
 from ..experiments.spec import ExperimentSpec
 from ..prompts.templates import TemplateLibrary
@@ -37,7 +38,7 @@ class PlanRow:
     images: int
     done: int
     est_seconds: float | None
-    est_cost: float
+    est_cost: float | None  # None: the backend cannot price some of its images
 
     @property
     def to_run(self) -> int:
@@ -54,6 +55,13 @@ class Plan:
     batches: list[list[GenerationRequest]]
     uncontrolled: dict[str, dict[str, str]] = field(default_factory=dict)  # backend → param → why
     backends: dict[str, Backend] = field(default_factory=dict)
+    scoring: ScoreConfig = field(default_factory=ScoreConfig)  # what is scored beyond the defaults (CLIP)
+    warnings: list[str] = field(default_factory=list)  # what the backends say before anything is sent
+
+    @property
+    def scores(self) -> list[ScoreLine]:
+        """What will be scored on the images to run: each scorer, its metrics, how many images, or why not."""
+        return describe(self.scoring, self.todo)
 
     @property
     def todo(self) -> list[GenerationRequest]:
@@ -70,12 +78,18 @@ class Plan:
 
     @property
     def est_cost(self) -> float:
-        return sum(r.est_cost for r in self.rows)
+        """The cost of the images that can be priced (``cost_unknown`` names the cells that cannot)."""
+        return sum(r.est_cost or 0.0 for r in self.rows)
+
+    @property
+    def cost_unknown(self) -> list[str]:
+        """``backend:model`` of every cell whose cost the backend cannot estimate."""
+        return list(dict.fromkeys(f"{r.backend}:{r.model}" for r in self.rows if r.est_cost is None))
 
     def cost_by_backend(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for row in self.rows:
-            out[row.backend] = out.get(row.backend, 0.0) + row.est_cost
+            out[row.backend] = out.get(row.backend, 0.0) + (row.est_cost or 0.0)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +97,8 @@ class Plan:
             "experiment": self.experiment, "images": self.total_images, "done": len(self.done),
             "to_run": len(self.todo), "batches": len(self.batches), "est_seconds": self.est_seconds,
             "est_cost_usd": self.est_cost, "cost_by_backend": self.cost_by_backend(),
-            "uncontrolled": self.uncontrolled,
+            "cost_unknown": self.cost_unknown, "uncontrolled": self.uncontrolled,
+            "scores": [line.to_dict() for line in self.scores], "warnings": self.warnings,
             "cells": [{"group": r.group, "cell": r.label, "backend": r.backend, "model": r.model,
                        "images": r.images, "done": r.done, "to_run": r.to_run, "est_seconds": r.est_seconds,
                        "est_cost_usd": r.est_cost} for r in self.rows],
@@ -120,9 +135,12 @@ def _seconds_per_image(history: list[RunRecord], backend: Backend, request: Gene
 
 
 def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experiment: str | None = None,
-              library: TemplateLibrary | None = None, max_batch: int | None = None) -> Plan:
-    """Expand, validate and cost ``spec``; with a ``tracker``, mark what is already logged."""
+              library: TemplateLibrary | None = None, max_batch: int | None = None, clip: str | None = None) -> Plan:
+    """Expand, validate and cost ``spec``; with a ``tracker``, mark what is already logged. ``clip`` (a CLIP
+    model, ``--clip``) overrides the spec's ``evaluate.clip``."""
     experiment = experiment or spec.name
+    scoring = score_config(spec, clip)
+    scoring_for(scoring).check()  # a CLIP model name that cannot work fails here, loading nothing
     backends: dict[str, Backend] = {}
 
     def backend(name: str) -> Backend:
@@ -133,6 +151,7 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
     requests = expand(spec, library=library,
                       seeds_supported=lambda name, model: backend(name).capabilities(model).seeds)
     uncontrolled: dict[str, dict[str, str]] = {}
+    warnings: dict[str, None] = {}
     for request in requests:
         b = backend(request.backend)
         try:
@@ -142,6 +161,7 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
             raise UnsupportedRequestError(f"{exc} (in {cell} of spec '{spec.name}')") from None
         for param, why in b.uncontrolled(request).items():
             uncontrolled.setdefault(request.backend, {})[param] = why
+        warnings.update(dict.fromkeys(b.warnings(request)))
 
     # The weights behind each model name, once per model: part of the run key (GenerationRequest.model_hash).
     hashes: dict[tuple[str, str], str | None] = {}
@@ -166,8 +186,13 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
             group=group, label=label, backend=name, model=model, images=len(members),
             done=len(members) - len(todo),
             est_seconds=None if per_image is None else per_image * len(todo),
-            est_cost=sum(b.estimate_cost(r) for r in todo)))
+            est_cost=_cost(b, todo)))
     todo_all = [r for r in requests if r.run_key not in done]
     return Plan(spec=spec, experiment=experiment, requests=requests, done=done, rows=rows,
                 batches=make_batches(todo_all, backends, max_batch or spec.max_batch),
-                uncontrolled=uncontrolled, backends=backends)
+                uncontrolled=uncontrolled, backends=backends, scoring=scoring, warnings=list(warnings))
+
+
+def _cost(backend: Backend, requests: Sequence[GenerationRequest]) -> float | None:
+    costs = [backend.estimate_cost(r) for r in requests]
+    return None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
