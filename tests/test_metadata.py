@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,11 +18,13 @@ from workbench.errors import MetadataError
 from workbench.hashing import canonical_json
 from workbench.provenance.a1111 import (
     a1111_parameters,
+    import_a1111,
     parse_a1111_parameters,
     request_from_a1111,
     unused_a1111_keys,
 )
 from workbench.provenance.png import FORMAT, encode_png, read_png_metadata, workbench_metadata
+from workbench.provenance.schedulers import CLASS_CONFIG_KEYS, SCHEDULERS, a1111_names
 from workbench.types import GeneratedImage, GenerationRequest
 
 
@@ -319,3 +322,134 @@ def test_edits_outside_the_request_are_caught_by_the_digest(field: str, value: o
 def test_public_uri_drops_credentials() -> None:
     assert public_uri("https://bob:pw@host:8443/mlflow?x=1") == "https://host:8443/mlflow?x=1"
     assert public_uri("sqlite:////tmp/a.db") == "sqlite:////tmp/a.db" and public_uri(None) is None
+
+
+# -- A1111 >= 1.9: Sampler + Schedule type ---------------------------------------------------------
+# What A1111 writes (modules/sd_samplers_kdiffusion.py, sd_schedulers.py), read as A1111 >= 1.9 reads it:
+# an old "X Karras" is X with Karras; no Schedule type is the sampler's default (Karras for DPM++ 2M).
+A1111_SAMPLERS = [
+    ("DPM++ 2M", "Karras", "dpm++_2m_karras"),
+    ("DPM++ 2M", None, "dpm++_2m_karras"),
+    ("DPM++ 2M", "Uniform", "dpm++_2m"),
+    ("DPM++ 2M Karras", None, "dpm++_2m_karras"),
+    ("DPM++ SDE", "Karras", "dpm++_sde_karras"),
+    ("DPM++ SDE Karras", None, "dpm++_sde_karras"),
+    ("DPM++ 2M SDE", None, "dpm++_2m_sde_exponential"),
+    ("DPM++ 2M SDE", "Karras", "dpm++_2m_sde_karras"),
+    ("DPM++ 2M SDE Karras", None, "dpm++_2m_sde_karras"),
+    ("DPM++ 2M SDE Exponential", None, "dpm++_2m_sde_exponential"),
+    ("Euler", "Karras", "euler_karras"),
+    ("Euler", None, "euler"),
+    ("Euler", "Normal", "euler"),
+    ("Euler", "SGM Uniform", "euler_sgm_uniform"),
+    ("Euler", "Beta", "euler_beta"),
+    ("Euler a", None, "euler_a"),
+    ("Euler a", "Simple", "euler_a_simple"),
+    ("Heun", None, "heun"),
+    ("Heun", "Exponential", "heun_exponential"),
+    ("LMS", None, "lms"),
+    ("LMS Karras", None, "lms_karras"),
+    ("DPM2", None, "dpm2_karras"),
+    ("DPM2 a Karras", None, "dpm2_a_karras"),
+    ("DDIM", None, "ddim"),
+    ("PLMS", None, "pndm"),
+    ("UniPC", None, "unipc"),
+    ("LCM", None, "lcm"),
+]
+A1111_UNMAPPED = [
+    ("DPM++ 3M SDE", None, "'DPM++ 3M SDE' has no equivalent here"),
+    ("DPM++ 3M SDE Karras", None, "'DPM++ 3M SDE' has no equivalent here"),
+    ("DPM++ 2M SDE Heun", "Karras", "'DPM++ 2M SDE Heun' has no equivalent here"),
+    ("DPM++ 2S a", None, "'DPM++ 2S a' has no equivalent here"),
+    ("Restart", None, "'Restart' has no equivalent here"),
+    ("DDIM CFG++", None, "'DDIM CFG++' has no equivalent here"),
+    ("DPM fast", None, "'DPM fast' has no equivalent here"),
+    ("Euler a", "Karras", "'Euler a' with schedule type 'Karras' has no diffusers equivalent: "
+                          "EulerAncestralDiscreteScheduler takes no use_karras_sigmas"),
+    ("Euler", "KL Optimal", "'KL Optimal' .* has no diffusers equivalent"),
+    ("Euler", "Align Your Steps", "'Align Your Steps' .* has no diffusers equivalent"),
+    ("Euler", "Sideways", "'Sideways' is not one A1111 has"),
+    ("k_euler", None, "'k_euler' has no equivalent here; known samplers: DDIM"),
+]
+
+
+def a1111_text(sampler: str, schedule: str | None, version: str | None = "v1.10.1") -> str:
+    pairs = [f"Sampler: {sampler}"] + ([f"Schedule type: {schedule}"] if schedule else [])
+    tail = f", Version: {version}" if version else ""
+    return f"a cat\nSteps: 20, {', '.join(pairs)}, CFG scale: 7, Seed: 1, Size: 512x512, Model: sd15{tail}"
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "scheduler"), A1111_SAMPLERS)
+def test_every_a1111_sampler_and_schedule_reads_into_the_scheduler_it_means(
+        sampler: str, schedule: str | None, scheduler: str) -> None:
+    request = request_from_a1111(parse_a1111_parameters(a1111_text(sampler, schedule)))
+    assert request.scheduler == scheduler
+    assert scheduler in SCHEDULERS  # one the diffusers backend runs
+
+
+@pytest.mark.parametrize(("sampler", "schedule", "message"), A1111_UNMAPPED)
+def test_a1111_samplers_without_a_diffusers_equivalent_are_named(sampler: str, schedule: str | None,
+                                                                 message: str) -> None:
+    with pytest.raises(MetadataError, match=message if ".*" in message else re.escape(message)):
+        request_from_a1111(parse_a1111_parameters(a1111_text(sampler, schedule)))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_is_written_in_the_19_form_and_read_back(name: str) -> None:
+    original = req(scheduler=name)
+    text = a1111_parameters(original)
+    sampler, schedule = a1111_names(name)
+    pairs = parse_a1111_parameters(text)
+    assert pairs["Sampler"] == sampler and pairs.get("Schedule type") == schedule
+    assert request_from_a1111(pairs).run_key == original.run_key
+    # What A1111 >= 1.9 would run from it (no Backend, no Version): the same sigmas
+    foreign = text.replace(", Backend: diffusers", "")
+    assert request_from_a1111(parse_a1111_parameters(foreign), backend="diffusers").scheduler == name
+
+
+def test_the_schedule_type_is_written_whenever_a1111_would_assume_another() -> None:
+    last = {name: a1111_parameters(req(scheduler=name)).splitlines()[-1] for name in
+            ("dpm++_2m_karras", "dpm++_2m", "euler", "euler_karras", "dpm++_2m_sde", "ddim")}
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in last["dpm++_2m_karras"]
+    assert "Sampler: DPM++ 2M, Schedule type: Uniform," in last["dpm++_2m"]  # A1111 alone would use Karras
+    assert "Sampler: Euler, CFG" in last["euler"]  # Euler's default is Uniform: nothing to say
+    assert "Sampler: Euler, Schedule type: Karras," in last["euler_karras"]
+    assert "Sampler: DPM++ 2M SDE, Schedule type: Uniform," in last["dpm++_2m_sde"]  # default: Exponential
+    assert "Schedule type" not in last["ddim"]  # timestep samplers take none
+
+
+def test_a_missing_schedule_type_is_read_by_who_wrote_the_text() -> None:
+    def read(text: str) -> tuple[str | None, tuple[str, ...]]:
+        imported = import_a1111(parse_a1111_parameters(text))
+        return imported.request.scheduler, imported.notes
+
+    new, notes = read(a1111_text("DPM++ 2M", None, "v1.10.1"))
+    assert new == "dpm++_2m_karras" and "as written by A1111 v1.10.1" in notes[0]
+    forge, _ = read(a1111_text("DPM++ 2M", None, "f2.0.1v1.10.1-previous-313-g2b2a7b3a"))
+    assert forge == "dpm++_2m_karras"
+    old, notes = read(a1111_text("DPM++ 2M", None, "v1.6.0"))
+    assert old == "dpm++_2m" and "before 1.9" in notes[0] and "would read Karras" in notes[0]
+    assert read(a1111_text("DPM++ 2M Karras", None, "v1.6.0"))[0] == "dpm++_2m_karras"
+    unknown, notes = read(a1111_text("DPM++ 2M", None, None))
+    assert unknown == "dpm++_2m_karras" and "no 'Version' says who wrote the text" in notes[0]
+    # our own texts from before the 1.9 form: a plain "DPM++ 2M" was the Uniform schedule
+    ours, _ = read("a cat\nSteps: 20, Sampler: DPM++ 2M, CFG scale: 7, Seed: 1, Size: 8x8, Model: m, Backend: diffusers")
+    assert ours == "dpm++_2m"
+    assert read(a1111_text("Euler", None, None)) == ("euler", ())  # the same either way: no note
+    ignored, notes = read(a1111_text("DDIM", "Karras"))
+    assert ignored == "ddim" and "k-diffusion samplers only" in notes[0]
+
+
+def test_scheduler_configs_are_ones_the_installed_diffusers_takes() -> None:
+    import inspect
+
+    import diffusers
+
+    for name, entry in SCHEDULERS.items():
+        cls = getattr(diffusers, entry.cls)
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        assert set(entry.overrides) <= accepted, (name, set(entry.overrides) - accepted)
+        assert CLASS_CONFIG_KEYS[entry.cls] <= accepted, entry.cls  # what decides which schedules are offered
+        scheduler = cls.from_config({}, **entry.overrides)
+        for key, value in entry.overrides.items():
+            assert scheduler.config[key] == value, (name, key)

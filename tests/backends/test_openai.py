@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -518,3 +519,146 @@ def test_standin_speaks_openai_auth_and_errors(openai_standin: OpenAIStandin) ->
     assert dalle["data"][0]["url"].startswith(openai_standin.url) and "revised_prompt" in dalle["data"][0]
     retired = httpx.post(url, headers=auth, json={"model": "dall-e-2", "prompt": "x"})
     assert retired.status_code == 404 and retired.json()["error"]["code"] == "model_not_found"
+
+
+# ------------------------------------------------------------------------------------------ the SDK's catalogue
+def test_the_catalogue_is_the_installed_sdks() -> None:
+    import typing
+
+    from openai.types import ImageModel
+    from openai.types.image_generate_params import ImageGenerateParamsBase
+
+    from workbench.backends.openai_catalogue import sdk_models, sdk_parameter_values
+
+    assert sdk_models() == typing.get_args(ImageModel)
+    hints = typing.get_type_hints(ImageGenerateParamsBase)
+    assert set(sdk_parameter_values()["quality"]) == {
+        v for arg in typing.get_args(hints["quality"]) for v in typing.get_args(arg)}
+    # every value a profile allows is one the SDK knows (a profile cannot drift from the API's spec)
+    values = sdk_parameter_values()
+    for profile in PROFILES.values():
+        assert profile.name in sdk_models(), profile.name
+        for option, allowed in profile.options.items():
+            if allowed is not None and option in values:
+                assert set(allowed) <= set(values[option]), (profile.name, option)
+
+
+def test_every_model_the_sdk_lists_is_known_none_refused_as_unknown(backend: OpenAIBackend) -> None:
+    from workbench.backends.openai_catalogue import sdk_models
+
+    for model in sdk_models():
+        try:
+            backend.validate(req(model))
+        except UnsupportedRequestError as exc:  # only the shut-down ones, and never "unknown"
+            assert "unknown model" not in str(exc) and "shut down" in str(exc), (model, exc)
+            assert model in ("dall-e-2", "gpt-image-1"), model
+    with pytest.raises(UnsupportedRequestError, match="neither the installed openai SDK nor a workbench profile"):
+        backend.validate(req("gpt-image-9"))
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2.6-flare", "gpt-image-2.5-sunburst", "gpt-image-2.5-flare-2026-09-08"])
+def test_a_model_without_a_profile_is_sent_as_asked_with_a_warning(backend: OpenAIBackend,
+                                                                   openai_env: OpenAIStandin, model: str) -> None:
+    request = req(model, options={"quality": "high", "output_format": "webp", "output_compression": 70})
+    backend.validate(request)
+    (warning,) = backend.warnings(request)
+    assert f"'{model}' has no workbench profile" in warning and "cost and limits" in warning
+    assert backend.estimate_cost(request) is None
+    result = only(backend.generate([request]))
+    assert isinstance(result, GeneratedImage) and result.cost_usd is None and result.original_format == "webp"
+    body = only(openai_env.requests_to("generate")).json
+    assert body == {"model": model, "prompt": request.prompt, "size": "1024x1024", "n": 1, "quality": "high",
+                    "output_format": "webp", "output_compression": 70}  # no response_format: GPT image models refuse it
+
+
+def test_a_model_without_a_profile_is_checked_against_the_sdk(backend: OpenAIBackend) -> None:
+    backend.validate(req("gpt-image-2.5-flare", options={"quality": "max", "complexity": "low"}))  # the SDK's values
+    for options, message in (({"quality": "ultra"}, "quality='ultra' is not a value the installed SDK knows"),
+                             ({"colour": "red"}, "no parameter 'colour'"),
+                             ({"output_format": "gif"}, "output_format 'gif' is not an image the workbench can "),
+                             ({"output_format": "svg"}, "use one of png, jpeg, webp"),
+                             ({"n": 2}, "option 'n' is not supported"),
+                             ({"size": "auto"}, "option 'size' is set by the backend")):
+        with pytest.raises(UnsupportedRequestError, match=re.escape(message)):
+            backend.validate(req("gpt-image-2.5-flare", options=options))
+
+
+def test_shutdown_dates_warn_before_and_refuse_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    before = OpenAIBackend(today=date(2026, 11, 20))
+    before.validate(req("gpt-image-1.5"))
+    (warning,) = before.warnings(req("gpt-image-1.5"))
+    assert "shuts down on 2026-12-01 (in 11 days" in warning and "gpt-image-2.6-sunburst" in warning
+    after = OpenAIBackend(today=date(2026, 12, 1))
+    for model in ("gpt-image-1.5", "gpt-image-1-mini", "chatgpt-image-latest"):
+        with pytest.raises(UnsupportedRequestError, match="shut down on api.openai.com on 2026-12-01"):
+            after.validate(req(model))
+    compatible = OpenAIBackend(base_url="http://127.0.0.1:1/v1", today=date(2026, 12, 1))
+    compatible.validate(req("gpt-image-1.5"))  # a compatible server may still serve it: sent, with a warning
+    assert "was shut down on api.openai.com on 2026-12-01; sent to 127.0.0.1:1 as asked" in compatible.warnings(
+        req("gpt-image-1.5"))[0]
+    assert OpenAIBackend(today=date(2026, 12, 1)).warnings(req("gpt-image-2")) == []
+
+
+ONE_CELL = """
+name: catalogue
+prompt: a red fox in the snow
+backend: openai
+model: {model}
+seeds: [1, 2]
+params: {{width: {width}, height: {height}}}
+"""
+
+
+def plan_for(tmp_path: Path, tracking_uri: str, backend: OpenAIBackend, model: str, width: int = 1024,
+             height: int = 1024) -> Any:
+    from workbench.backends import registry
+    from workbench.cli import cli
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ONE_CELL.format(model=model, width=width, height=height))
+    registry._instances["openai"] = backend
+    try:
+        from click.testing import CliRunner
+
+        text = CliRunner().invoke(cli, ["plan", str(spec), "--tracking-uri", tracking_uri], catch_exceptions=False)
+        as_json = CliRunner().invoke(cli, ["plan", str(spec), "--tracking-uri", tracking_uri, "--json"],
+                                     catch_exceptions=False)
+    finally:
+        registry._instances.pop("openai", None)
+    return text, as_json
+
+
+def test_plan_warns_before_a_shut_down_model_is_called(tmp_path: Path, tracking_uri: str,
+                                                       openai_env: OpenAIStandin) -> None:
+    backend = OpenAIBackend(today=date(2026, 12, 2))  # the stand-in: a compatible server
+    text, as_json = plan_for(tmp_path, tracking_uri, backend, "gpt-image-1.5")
+    assert text.exit_code == 0, text.output
+    assert "warning:" in text.output and "was shut down on api.openai.com on 2026-12-01" in text.output
+    assert json.loads(as_json.output)["warnings"][0].startswith("openai model 'gpt-image-1.5' was shut down")
+    soon = plan_for(tmp_path, tracking_uri, OpenAIBackend(today=date(2026, 11, 1)), "gpt-image-1-mini")[0]
+    assert "shuts down on 2026-12-01 (in 30 days" in soon.output
+    assert openai_env.requests == []  # planning sends nothing
+
+
+def test_plan_shows_the_cost_of_a_model_without_a_profile_as_unknown(tmp_path: Path, tracking_uri: str,
+                                                                     openai_env: OpenAIStandin) -> None:
+    text, as_json = plan_for(tmp_path, tracking_uri, OpenAIBackend(), "gpt-image-2.6-sunburst")
+    assert text.exit_code == 0, text.output
+    assert "unknown" in text.output and "has no workbench profile" in text.output
+    assert "cost unknown for openai:gpt-image-2.6-sunburst" in text.output
+    plan = json.loads(as_json.output)
+    assert plan["cost_unknown"] == ["openai:gpt-image-2.6-sunburst"] and plan["cells"][0]["est_cost_usd"] is None
+    assert plan["est_cost_usd"] == 0.0
+    priced = json.loads(plan_for(tmp_path, tracking_uri, OpenAIBackend(), "gpt-image-2", 1536, 1024)[1].output)
+    assert priced["est_cost_usd"] == pytest.approx(2 * 0.165) and priced["cost_unknown"] == []
+    odd = json.loads(plan_for(tmp_path, tracking_uri, OpenAIBackend(), "gpt-image-2", 1536, 864)[1].output)
+    assert odd["cost_unknown"] == ["openai:gpt-image-2"] and "no price is published for 1536x864" in odd["warnings"][0]
+
+
+def test_plan_refuses_bad_input_with_exit_2(tmp_path: Path, tracking_uri: str, openai_env: OpenAIStandin) -> None:
+    for model, width, height, message in (("gpt-image-2", 640, 640, "outside the budget of 655,360"),
+                                          ("gpt-image-9", 1024, 1024, "unknown model 'gpt-image-9'"),
+                                          ("gpt-image-1", 1024, 1024, "was shut down (retired) on 2026-10-23")):
+        text, _ = plan_for(tmp_path, tracking_uri, OpenAIBackend(), model, width, height)
+        assert text.exit_code == 2 and "error:" in text.output and message in text.output, text.output
