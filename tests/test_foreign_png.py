@@ -124,6 +124,19 @@ def test_a_comfyui_workflow_alone_is_read_from_its_widgets() -> None:
     assert from_workflow == from_prompt and from_workflow.scheduler == "euler_a"  # Normal = Uniform's sigmas
 
 
+def test_a_ksampler_advanced_reads_its_noise_seed_and_names_a_partial_run() -> None:
+    graph = json.loads(comfy_graph()["prompt"])
+    inputs = graph["3"]["inputs"]
+    graph["3"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **{k: v for k, v in inputs.items() if k not in ("seed", "denoise")}, "noise_seed": 99, "add_noise": "enable",
+        "start_at_step": 0, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    full = read_comfyui({"prompt": json.dumps(graph)})
+    assert full.request.seed == 99 and full.not_reproduced == {}
+    graph["3"]["inputs"].update(end_at_step=12, add_noise="disable")
+    partial = read_comfyui({"prompt": json.dumps(graph)})
+    assert partial.not_reproduced == {"add_noise": "disable", "end_at_step": "12"}
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"sampler": "uni_pc"}, "ComfyUI sampler 'uni_pc' (node 3) has no equivalent here"),
     ({"sampler": "dpmpp_3m_sde"}, "'DPM++ 3M SDE' has no equivalent here"),

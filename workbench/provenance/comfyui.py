@@ -216,9 +216,13 @@ def read_comfyui(texts: Mapping[str, str], *, backend: str | None = None, model:
     denoise = inputs.get("denoise", 1.0)
     if kind == "KSampler" and denoise not in (1, 1.0):
         reader.not_reproduced["denoise"] = str(denoise)
-    for key in ("start_at_step", "end_at_step", "add_noise", "return_with_leftover_noise"):
-        if key in inputs and inputs[key] not in (0, 10000, "enable", "disable"):
+    steps = inputs.get("steps")
+    for key, default in (("start_at_step", 0), ("add_noise", "enable"), ("return_with_leftover_noise", "disable")):
+        if key in inputs and inputs[key] != default:
             reader.not_reproduced[key] = str(inputs[key])
+    end = inputs.get("end_at_step")
+    if isinstance(end, int) and isinstance(steps, int) and end < steps:
+        reader.not_reproduced["end_at_step"] = str(end)
     options: dict[str, Any] = {}
     skip = reader.clip_skip(inputs.get("positive"))
     backend = backend or "diffusers"
