@@ -189,7 +189,8 @@ template renders it). In the workbench it is the model `embedded:shapes`; elsewh
   images: colour {recon.get('colour', 0):.0%}, shape {recon.get('shape', 0):.0%}, position {recon.get('position', 0):.0%},
   background {recon.get('background', 0):.0%}.
 - UNet + text encoder: {cfg['unet_steps']:,} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']} (warm-up {cfg['warmup']},
-  cosine to {cfg['min_lr_frac']:.0%}), min-SNR-{cfg['min_snr_gamma']:g} weighting, {cfg['drop']:.0%} of captions dropped to
+  cosine to {cfg['min_lr_frac']:.0%}), timesteps T·(1 − (1 − u)^{cfg['timestep_bias']:g}), loss weight
+  min(1, {cfg['min_snr_gamma']:g} / (SNR + 1)), {cfg['drop']:.0%} of captions dropped to
   "" or "{dataset.NEGATIVE_PROMPT}", EMA {cfg['ema']}, fp32 ({s.get('denoiser', 0):.0f} s).
 - Finished {report['finished']}.
 

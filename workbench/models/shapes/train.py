@@ -193,7 +193,7 @@ def _encode(run: _Run, x_all: torch.Tensor) -> torch.Tensor:
 
 
 def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond: torch.Tensor) -> None:
-    """Phase 3: UNet + text encoder, v-prediction under zero terminal SNR, min-SNR-γ weighted."""
+    """Phase 3: UNet + text encoder, v-prediction under zero terminal SNR, noisy timesteps drawn more often."""
     import torch
 
     cfg, gen = run.cfg, run.generator
@@ -203,8 +203,8 @@ def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond:
     run.ema = run.ema or [p.detach().clone() for p in params]
     alphas = recipe.noise_schedule().alphas_cumprod.to(run.device)
     snr = alphas / (1 - alphas).clamp(min=1e-12)
-    # min-SNR-γ for v-prediction (Hang et al. 2023): min(SNR, γ) / (SNR + 1)
-    weights = snr.clamp(max=cfg["min_snr_gamma"]) / (snr + 1)
+    # min-SNR-γ capping the easy steps, weight 1 where SNR < γ - 1, the pure-noise step included (recipe.py)
+    weights = (cfg["min_snr_gamma"] / (snr + 1)).clamp(max=1.0)
     total, batch = cfg["unet_steps"], cfg["batch"]
     unet.train()
     text_encoder.train()
@@ -213,7 +213,8 @@ def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond:
         drop = torch.rand(batch, generator=gen) < cfg["drop"]
         which = torch.randint(0, len(uncond), (batch,), generator=gen)
         noise = torch.randn((batch, *latents.shape[1:]), generator=gen).to(run.device)
-        t = torch.randint(0, len(alphas), (batch,), generator=gen).to(run.device)
+        u = torch.rand(batch, generator=gen)  # t = T·(1 − (1 − u)^bias): more draws where the layout is decided
+        t = (len(alphas) * (1 - (1 - u) ** cfg["timestep_bias"])).long().clamp(max=len(alphas) - 1).to(run.device)
         tokens = torch.where(drop[:, None], uncond[which], ids[idx]).to(run.device)
         x0, a = latents[idx], alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
