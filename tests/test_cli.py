@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from workbench.cli import cli
+from workbench.evaluate.image_stats import IMAGE_STATS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
@@ -58,7 +59,7 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     assert len(params["template_version"]) == 16 and len(params["model_hash"]) == 16
     assert tags["workbench.factor"] == "var.lighting" and tags["workbench.level"] == "neon night"
     assert tags["workbench.run_key"] == params["run_key"] and tags["workbench.outcome"] == "FINISHED"
-    assert {"latency_s", "image_mean", "image_std", "batch_size", "batch_index"} <= set(neon.data.metrics)
+    assert {"latency_s", "batch_size", "batch_index", *IMAGE_STATS} <= set(neon.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(neon.info.run_id)}
     assert {"image.png", "request.json", "prompt.txt", "negative_prompt.txt", "environment.json"} <= artifacts
     # the logged PNG is the image a plain diffusers call gives for the same request, batch and seed

@@ -117,6 +117,10 @@ def test_ray_sweep_matches_the_local_executor_bit_for_bit(ray_cluster, embedded_
         ours = np.asarray(tracker.load_image(record.run_id))
         theirs = np.asarray(tracker.load_image(by_key["same-local"][key].run_id))
         assert np.array_equal(ours, theirs), f"run key {key}: the Ray image differs from the local one"
+        # the workers score their own batches: the same image statistics as the local logging threads
+        local_metrics = by_key["same-local"][key].metrics
+        assert {k: v for k, v in record.metrics.items() if k.startswith("image.")} == \
+            {k: v for k, v in local_metrics.items() if k.startswith("image.")} and "image.sharpness" in local_metrics
     assert len(workers) == 2  # both workers generated
     assert {p.name for p in remote.grids} == {"grid-guidance.png"}
     again = run_experiment(spec, tracking_uri=tracking_uri, experiment="same-ray", progress=False,

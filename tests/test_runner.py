@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -87,13 +88,18 @@ def test_run_logs_every_image_with_params_tags_artifacts(tracking_uri: str, fake
     assert run.data.params["guidance"] == "5.0" and run.data.params["size"] == "32x32"
     assert run.data.tags["workbench.factor"] == "var.colour" and run.data.tags["workbench.level"] == "blue"
     assert run.data.tags["mlflow.parentRunId"] == summary.parent_run_id
-    assert "latency_s" in run.data.metrics and "image_mean" in run.data.metrics
+    assert "latency_s" in run.data.metrics and "image.brightness" in run.data.metrics
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"image.png", "request.json", "prompt.txt", "environment.json"} <= names
     # the PNG carries both metadata chunks, and its workbench chunk names this run
     image = Image.open(Tracker(tracking_uri).client.download_artifacts(run.info.run_id, "image.png", str(tmp_path)))
     meta = json.loads(image.info["workbench"])
     assert meta["run_id"] == run.info.run_id and meta["run_key"] == run.data.tags["workbench.run_key"]
+    # the image statistics (workbench/evaluate/image_stats.py) are those of the logged PNG
+    luma = np.asarray(image.convert("RGB"), dtype=np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert run.data.metrics["image.brightness"] == pytest.approx(luma.mean() / 255)
+    assert run.data.metrics["image.contrast"] == pytest.approx(luma.std() / 255)
+    assert run.data.metrics["image.blank"] == 0.0 and "adherence.overall" not in run.data.metrics
     assert image.info["parameters"].startswith("a blue circle\n")
     assert "Seed: " in image.info["parameters"] and "CFG scale: 5.0" in image.info["parameters"]
     # the parent run holds the spec, the plan, the summary and the grids

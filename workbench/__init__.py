@@ -4,9 +4,10 @@ The public API: everything a notebook or a script needs, from one import. The pa
 stages (docs/architecture.md); modules inside it import from the module that defines a name, not from here.
 
 Example:
-    >>> from workbench import load_spec, make_plan
+    >>> from workbench import load_spec, make_plan, report
     >>> spec = load_spec("experiments/quickstart.yaml")  # doctest: +SKIP
     >>> make_plan(spec).total_images  # doctest: +SKIP
+    >>> report("quickstart", metric="image.sharpness").factor("guidance").best  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from .backends.base import Backend, Capabilities
 from .backends.registry import get_backend, list_backends, register_backend
 from .errors import *  # noqa: F403  (the exception tree is public)
 from .errors import __all__ as _errors_all
+from .evaluate.effects import EffectsReport
+from .evaluate.ratings import Rating, pick_best, rate
+from .evaluate.report import report
+from .evaluate.rescore import RescoreSummary, rescore
 from .experiments.expand import expand
 from .experiments.spec import ExperimentSpec, load_spec, parse_spec
 from .grids.pivot import resolve_where
@@ -47,5 +52,6 @@ __all__ = [
     "grid_from_records", "render_grid", "resolve_where", "canonical_json", "run_key",
     "Plan", "make_plan", "RunSummary", "run_experiment", "RayOptions", "Tracker", "reproduce", "ReproductionReport",
     "GeneratedImage", "GenerationFailure", "GenerationRequest", "RunRecord",
+    "report", "EffectsReport", "rescore", "RescoreSummary", "rate", "pick_best", "Rating",
     *_errors_all,
 ]

@@ -13,7 +13,8 @@ other ``WorkbenchError`` → 1.
     │   ├── BudgetError                plan is over --max-cost / max_images
     │   ├── MetadataError              PNG without (valid) workbench or A1111 metadata
     │   ├── UnknownRunError            no such run id in the store (or neither a run id nor a file)
-    │   └── NotReproducibleError       a run or file without an image or a rebuildable request
+    │   ├── NotReproducibleError       a run or file without an image or a rebuildable request
+    │   └── ScoringModelError          a scoring model (CLIP) named that cannot be found or loaded
     ├── BackendError                   a backend call failed
     │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
     │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
@@ -43,6 +44,7 @@ __all__ = [
     "MetadataError",
     "UnknownRunError",
     "NotReproducibleError",
+    "ScoringModelError",
     "BackendError",
     "AuthenticationError",
     "QuotaError",
@@ -120,6 +122,10 @@ class UnknownRunError(UserInputError):
 
 class NotReproducibleError(UserInputError):
     """The run or file holds no image to compare with, or not enough to rebuild its request."""
+
+
+class ScoringModelError(UserInputError):
+    """A scoring model (the CLIP of ``evaluate: {clip: ...}`` or ``--clip``) cannot be found or loaded."""
 
 
 class BackendError(WorkbenchError):

@@ -4,6 +4,7 @@
 - ``common``: the consoles, the error-to-exit-code mapping, shared options
 - ``reproduce``: ``workbench inspect`` and ``workbench reproduce``
 - ``templates``: ``workbench templates list|show|render``
+- ``evaluate``: ``workbench score``, ``workbench rate`` and ``workbench report``
 
 ``cli`` and ``main`` are exported here because ``workbench = "workbench.cli:main"`` is the entry point.
 """

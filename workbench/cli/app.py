@@ -22,6 +22,7 @@ from rich.table import Table
 from ..config import public_uri, resolve_tracking_uri, workbench_home
 from ..errors import UserInputError
 from .common import err, handle_errors, out, tracking_option
+from .evaluate import clip_option, rate_command, report_command, score_command
 from .reproduce import inspect_command, reproduce_command
 from .templates import templates_group
 
@@ -39,12 +40,21 @@ def cli() -> None:
       workbench grid quickstart --cols var.lighting -o lighting.png
       workbench reproduce RUN_ID
       workbench ui
+
+    \b
+    Which level wins (docs/evaluation.md):
+      workbench score quickstart --clip openai/clip-vit-base-patch32
+      workbench rate RUN_ID 4
+      workbench report quickstart --metric clip_score
     """
 
 
 cli.add_command(templates_group)
 cli.add_command(inspect_command)
 cli.add_command(reproduce_command)
+cli.add_command(score_command)
+cli.add_command(rate_command)
+cli.add_command(report_command)
 
 
 @cli.command()
@@ -52,9 +62,11 @@ cli.add_command(reproduce_command)
 @tracking_option
 @click.option("--experiment", help="MLflow experiment name (default: the spec's name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@clip_option
 @handle_errors
-def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: bool) -> None:
-    """Show what SPEC would run: cells, seeds, images, what is already logged, time and cost."""
+def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: bool,
+         clip: str | None) -> None:
+    """Show what SPEC would run: cells, seeds, images, what is already logged, time, cost and scores."""
     from ..experiments.spec import load_spec
     from ..run.plan import make_plan
     from ..tracking.store import Tracker
@@ -62,7 +74,7 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
     loaded = load_spec(spec)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    result = make_plan(loaded, tracker=tracker, experiment=experiment)
+    result = make_plan(loaded, tracker=tracker, experiment=experiment, clip=clip)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -96,6 +108,11 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
     for backend, params in result.uncontrolled.items():
         for param, why in params.items():
             out.print(f"[yellow]note:[/] {backend} cannot hold '{param}': {escape(why)}")
+    for line in result.scores:
+        if line.note:
+            out.print(f"[dim]scores: {line.name}: {escape(line.note)}[/]")
+        else:
+            out.print(f"scores: {line.name}: {', '.join(line.metrics)} on {line.images} image(s) to run")
     out.print(f"{len(result.batches)} batch(es); store: {tracker.display_uri}. Nothing was generated.")
 
 
@@ -114,10 +131,11 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
 @click.option("--address", help="Ray cluster to join (e.g. auto, HOST:6379, ray://HOST:10001); "
                                 "default: a local Ray started for this run.")
 @click.option("--workers", type=click.IntRange(min=1), help="Ray workers (default: one per GPU, else per CPU).")
+@clip_option
 @handle_errors
 def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: float | None,
         max_batch: int | None, grids_dir: Path | None, no_progress: bool, executor: str, address: str | None,
-        workers: int | None) -> None:
+        workers: int | None, clip: str | None) -> None:
     """Generate every image of SPEC not already logged, log each to MLflow, write the grids."""
     from ..run.ray_executor import RayOptions
     from ..run.runner import run_experiment
@@ -128,7 +146,8 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: finished images are flushed, the run marked KILLED.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
-                             max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray)
+                             max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray,
+                             clip=clip)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

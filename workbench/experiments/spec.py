@@ -18,6 +18,7 @@ Example spec (YAML)::
     vary:
       guidance: [3, 12]
       var.lighting: [golden hour, overcast]
+    evaluate: {clip: openai/clip-vit-base-patch32}   # optional: a CLIP score on every image
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from ..errors import SpecError
 if TYPE_CHECKING:
     from ..prompts.templates import TemplateLibrary
 
-__all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "load_spec", "parse_spec", "check_template_variables",
+__all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "Evaluate", "load_spec", "parse_spec",
+           "check_template_variables",
            "FACTOR_FIELDS", "SIZE_PATTERN", "DEFAULT_MAX_IMAGES"]
 
 DEFAULT_MAX_IMAGES = 1000
@@ -83,6 +85,18 @@ class Grid(BaseModel):
     cols: GridAxis
 
 
+class Evaluate(BaseModel):
+    """Scores beyond the ones every image gets (image statistics; adherence on the shapes model).
+
+    ``clip``: a CLIP model (a hub id such as ``openai/clip-vit-base-patch32``, or a local folder saved with
+    ``save_pretrained``) that scores how well each image matches its prompt. Scores never change an image,
+    so they are not part of any run key.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    clip: str | None = Field(default=None, min_length=1)
+
+
 class ExperimentSpec(BaseModel):
     """A controlled experiment. Unknown keys are rejected; see the module docstring for an example."""
 
@@ -105,6 +119,7 @@ class ExperimentSpec(BaseModel):
     grid: Grid | None = None
     max_images: int = Field(default=DEFAULT_MAX_IMAGES, gt=0)
     max_batch: int | None = Field(default=None, gt=0)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
 
     @field_validator("options", "variables")
     @classmethod
@@ -247,7 +262,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        for candidate in (Params, Grid, GridAxis):
+        for candidate in (Params, Grid, GridAxis, Evaluate):
             if ann is candidate or (ann is not None and candidate in getattr(ann, "__args__", ())):
                 model = candidate
     return ", ".join(model.model_fields)

@@ -122,11 +122,11 @@ class ExecutionContext:
     stop: threading.Event = field(default_factory=threading.Event)  # set: no new backend calls
 
     def record(self, results: Iterable[GenerationResult]) -> None:
-        """Count results generated here and hand them to the background logger."""
+        """Count results generated here; hand them to the background logger as one batch (scored together)."""
         results = list(results)
         for result in results:
             self.summary.count(result.status)
-            self.logger.submit(result)
+        self.logger.submit_batch(results)
         self.progress.advance(len(results), self.summary)
 
     def count_batch(self, retries: int, oom_splits: int) -> None:

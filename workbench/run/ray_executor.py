@@ -139,7 +139,8 @@ class _Driver:
         # The environment goes with each actor (not only with ray.init): a cluster started earlier gets it too.
         ctx = self.ctx
         actor = self._actor_class.options(runtime_env={"env_vars": _forwarded_env()}).remote(
-            ctx.tracker.uri, ctx.experiment_id, ctx.parent_run_id, ctx.plan.experiment, ctx.retry)
+            ctx.tracker.uri, ctx.experiment_id, ctx.parent_run_id, ctx.plan.experiment, ctx.retry,
+            ctx.plan.scoring)
         return _Slot(actor, ready=actor.where.remote())
 
     def _placed(self, slot: _Slot, ref: Any) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from ..config import workbench_home
-from ..errors import BackendError, BudgetError, TrackingError
+from ..errors import BackendError, BudgetError, ScoringModelError, TrackingError
+from ..evaluate.scoring import scoring_for
 from ..experiments.spec import ExperimentSpec, load_spec
 from ..grids.pivot import varying_keys
 from ..grids.render import grid_from_records, safe_name, save_png_atomic
@@ -27,10 +28,13 @@ from ..tracking.schema import (
     EXECUTOR_TAG,
     FAILED_TAG,
     FINISHED_TAG,
+    PLAN_ARTIFACT,
     SKIPPED_TAG,
+    SPEC_ARTIFACT,
     SPEC_HASH_TAG,
     SPEC_TAG,
     STATUS_REASON_TAG,
+    SUMMARY_ARTIFACT,
     request_params,
 )
 from ..tracking.spool import spool_dir, upload_spool
@@ -48,9 +52,11 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
                    experiment: str | None = None, max_cost: float | None = None, max_batch: int | None = None,
                    progress: bool = True, grids_dir: Path | None = None, make_grids: bool = True,
                    retry: RetryPolicy | None = None, library: TemplateLibrary | None = None,
-                   ray: RayOptions | None = None
+                   ray: RayOptions | None = None, clip: str | None = None
                    ) -> RunSummary:
-    """Run every image of ``spec`` that is not already logged, and log each one to MLflow.
+    """Run every image of ``spec`` that is not already logged, and log each one to MLflow with its scores
+    (image statistics; adherence on the shapes model; a CLIP score under ``clip`` or the spec's
+    ``evaluate.clip``).
 
     Example:
         >>> summary = run_experiment("experiments/quickstart.yaml", progress=False)  # doctest: +SKIP
@@ -63,7 +69,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
     tracker = Tracker(tracking_uri)
     tracker.check()  # before anything is generated
     recover(tracker, experiment or spec.name)
-    plan = make_plan(spec, tracker=tracker, experiment=experiment, library=library, max_batch=max_batch)
+    plan = make_plan(spec, tracker=tracker, experiment=experiment, library=library, max_batch=max_batch,
+                     clip=clip)
     if max_cost is not None and plan.est_cost > max_cost:
         raise BudgetError(f"the plan is estimated at ${plan.est_cost:.2f}, over --max-cost ${max_cost:.2f}; "
                           f"reduce the sweep or raise the budget")
@@ -88,6 +95,13 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
         backend.preflight({r.model for r in plan.todo if r.backend == name})
     if ray is not None:
         preflight(tracker, ray)
+    # Scores are computed on the logging threads (the Ray workers score their own batches); a CLIP model
+    # that is not there fails here, before anything is generated.
+    scoring = scoring_for(plan.scoring)
+    if ray is None:
+        scoring.load()
+    else:
+        scoring.check()
     experiment_id = tracker.experiment_id(plan.experiment)
     assert experiment_id is not None
     spec_dump = spec_text or yaml.safe_dump(plan.spec.model_dump(exclude_defaults=True), sort_keys=False)
@@ -97,14 +111,15 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
               EXECUTOR_TAG: "local" if ray is None else f"ray ({ray.address or 'local cluster'})"},
         params={"backend": plan.spec.backend, "model": plan.spec.model, "template": plan.spec.template or "",
                 "seeds": len(plan.spec.seeds), "factors": ",".join(plan.spec.vary) or "(none)",
-                "images": plan.total_images, "skipped": len(plan.done)},
-        texts={"spec.yaml": spec_dump, "plan.json": canonical_json(plan.to_dict())})
+                "images": plan.total_images, "skipped": len(plan.done), **scoring.parent_params()},
+        texts={SPEC_ARTIFACT: spec_dump, PLAN_ARTIFACT: canonical_json(plan.to_dict())})
     summary = RunSummary(experiment=plan.experiment, experiment_id=experiment_id, parent_run_id=parent,
                          tracking_uri=tracker.display_uri, planned=plan.total_images, skipped=len(plan.done))
     ctx = ExecutionContext(plan=plan, tracker=tracker, experiment_id=experiment_id, parent_run_id=parent,
                            summary=summary, retry=retry or RetryPolicy(),
                            progress=ProgressBar(len(plan.todo), enabled=progress, description=plan.spec.name),
-                           logger=BackgroundLogger(tracker, experiment_id, parent, experiment=plan.experiment))
+                           logger=BackgroundLogger(tracker, experiment_id, parent, experiment=plan.experiment,
+                                                   prepare=scoring.prepare, extra_tags=scoring.run_tags()))
     status, reason = "FINISHED", None
     try:
         if ray is None:
@@ -114,7 +129,8 @@ def run_plan(plan: Plan, tracker: Tracker, *, spec_text: str | None = None, prog
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted (Ctrl-C): finished images were kept; run again to resume"
         summary.stopped = reason
-    except (BackendError, TrackingError) as exc:  # fatal: auth, quota, missing dependency, store gone
+    # fatal: auth, quota, missing dependency, store gone, a CLIP model a Ray worker could not load
+    except (BackendError, TrackingError, ScoringModelError) as exc:
         status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
         summary.stopped = reason
     except BaseException as exc:  # a bug: the parent run says so (not FINISHED), and the traceback goes on up
@@ -140,7 +156,7 @@ def _finish_parent(plan: Plan, tracker: Tracker, parent: str, summary: RunSummar
                    grids_dir: Path | None, make_grids: bool) -> None:
     if make_grids and summary.logged + summary.skipped:
         summary.grids = _write_grids(plan, tracker, parent, grids_dir)
-    tracker.log_text(parent, canonical_json(_summary_dict(summary)), "summary.json")
+    tracker.log_text(parent, canonical_json(_summary_dict(summary)), SUMMARY_ARTIFACT)
     tracker.end_run(parent, status, tags={
         FINISHED_TAG: str(summary.finished), FAILED_TAG: str(summary.failed), BLOCKED_TAG: str(summary.blocked),
         SKIPPED_TAG: str(summary.skipped), **({STATUS_REASON_TAG: reason} if reason else {})})

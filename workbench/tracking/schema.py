@@ -64,6 +64,8 @@ EXACT_BATCH_TAG = "workbench.exact_batch"
 
 # -- metrics and artifacts of an image run -----------------------------------------------------------------
 LATENCY_METRIC = "latency_s"
+COST_METRIC = "cost_usd"
+PROMPT_DRIFT_METRIC = "prompt_drift"  # how far a backend rewrote the prompt (0: not at all)
 BATCH_SIZE_METRIC, BATCH_INDEX_METRIC = "batch_size", "batch_index"
 IMAGE_ARTIFACT = "image.png"  # with the workbench and A1111 text chunks
 REQUEST_ARTIFACT = "request.json"
@@ -72,6 +74,26 @@ PROMPT_ARTIFACT, NEGATIVE_PROMPT_ARTIFACT = "prompt.txt", "negative_prompt.txt"
 REVISED_PROMPT_ARTIFACT, PROMPT_DIFF_ARTIFACT = "revised_prompt.txt", "prompt_diff.txt"
 FAILURE_ARTIFACT = "failure.txt"
 NOTES_FOLDER = "notes"  # one text file per backend note (logs, truncation details...)
+
+# -- scores (workbench/evaluate/ computes them; the logger's prepare hook or `workbench score` writes them) --
+IMAGE_STAT_PREFIX = "image."  # image.brightness, image.contrast, image.colourfulness, image.sharpness...
+CLIP_SCORE_METRIC = "clip_score"  # 100 * max(cos(image, prompt), 0) under the CLIP model named below
+CLIP_MODEL_TAG, CLIP_HASH_TAG = "workbench.score.clip_model", "workbench.score.clip_weights_hash"
+CLIP_MODEL_PARAM, CLIP_HASH_PARAM = "clip_model", "clip_weights_hash"  # on the parent run of a sweep
+ADHERENCE_PREFIX = "adherence."  # adherence.<attribute> (1 or 0) and adherence.overall (their mean)
+SCORING_NOTE = "scoring"  # the note (notes/scoring.txt) of an image whose scores could not all be computed
+# Human ratings: RATING_PREFIX + rater (1-5) and their mean under RATING_METRIC; best-of-row picks
+# (1 on the run picked, 0 on the other runs of its row) likewise.
+RATING_METRIC, RATING_PREFIX = "rating", "rating."
+BEST_PICK_METRIC, BEST_PICK_PREFIX = "best_pick", "best_pick."
+# Bookkeeping numbers that are no measure of an image: never offered as a report's metric.
+NOT_SCORES = frozenset({BATCH_SIZE_METRIC, BATCH_INDEX_METRIC})
+
+# -- artifacts of a parent run ------------------------------------------------------------------------------
+SPEC_ARTIFACT, PLAN_ARTIFACT, SUMMARY_ARTIFACT = "spec.yaml", "plan.json", "summary.json"
+
+# -- the effects report (logged to the experiment's latest parent run) ------------------------------------
+REPORT_FOLDER = "report"  # report/effects-<metric>.json and report/effects-<metric>.png
 
 # (MLflow status, outcome tag) of a run written to the end; a FAILED run whose outcome says FINISHED is an
 # image whose logging broke half-way.

@@ -45,7 +45,7 @@ def spool_result(result: GenerationResult, *, tracking_uri: str, experiment: str
         "request": result.request.to_dict(), "latency_s": result.latency_s, "cost_usd": result.cost_usd,
         "backend_ids": dict(result.backend_ids), "environment": dict(result.environment),
         "notes": dict(result.notes), "batch_size": result.batch_size, "batch_index": result.batch_index,
-        "batch_id": result.batch_id,
+        "batch_id": result.batch_id, "metrics": dict(result.metrics),  # the backend's numbers and the scores
     }
     if isinstance(result, GeneratedImage):
         data.update(revised_prompt=result.revised_prompt, flags=sorted(result.flags),
@@ -81,7 +81,8 @@ def load_entry(folder: Path) -> tuple[GenerationResult, str, str | None]:
               "notes": data["notes"], "cost_usd": data["cost_usd"],
               "batch_size": data.get("batch_size", environment.get("batch_size", 1)),
               "batch_index": data.get("batch_index", environment.get("batch_index", 0)),
-              "batch_id": data.get("batch_id", environment.get("batch_id"))}
+              "batch_id": data.get("batch_id", environment.get("batch_id")),
+              "metrics": data.get("metrics", {})}  # entries spooled before scores existed kept none
     result: GenerationResult
     if data["status"] == "FINISHED":
         with Image.open(io.BytesIO((folder / "image.png").read_bytes())) as img:

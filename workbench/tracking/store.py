@@ -17,8 +17,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..config import default_artifact_root, is_local_sqlite, public_uri, resolve_tracking_uri
 from ..errors import TrackingError, UnknownRunError
 from ..prompts.diff import diff_prompts
@@ -199,6 +197,16 @@ class Tracker:
             if not token:
                 return records
 
+    def latest_parent(self, experiment: str) -> RunRecord | None:
+        """The newest parent run (one ``workbench run``) of ``experiment``, or None when it has none."""
+        exp_id = self.experiment_id(experiment, create=False)
+        if exp_id is None:
+            return None
+        query = f"tags.`{schema.KIND_TAG}` = '{schema.PARENT}'"
+        page = self.client.search_runs([exp_id], filter_string=query, max_results=1,
+                                       order_by=["attributes.start_time DESC"])
+        return _record(page[0]) if page else None
+
     def load_image(self, run_id: str, artifact: str = schema.IMAGE_ARTIFACT) -> Image.Image:
         import io
 
@@ -280,6 +288,26 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact: str) -> None:
         self.client.log_text(run_id, text, artifact)
 
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None
+                    ) -> None:
+        """Add (or update) metrics on an existing run, with any tags, in one call (scores, ratings).
+
+        Logged at step 0 with the current time: MLflow shows the latest value, and keeps the history.
+        """
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+    def log_bytes(self, run_id: str, data: bytes, artifact: str) -> None:
+        """Log ``data`` as the artifact ``artifact`` (``report/effects-clip_score.png``), via a temp file."""
+        folder, _, name = artifact.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path), folder or None)
+
     def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_dir)
 
@@ -310,16 +338,17 @@ class Tracker:
         run = self.client.create_run(experiment_id, run_name=name or run_name(result), tags=tags)
         run_id = run.info.run_id
         try:
+            # result.metrics: what the backend reported, plus the scores the logger's prepare hook added
+            # (workbench/evaluate/: image statistics, CLIP, adherence), computed off the generating thread.
             metrics = {schema.LATENCY_METRIC: result.latency_s, **result.metrics}
             if result.cost_usd is not None:
-                metrics["cost_usd"] = result.cost_usd
+                metrics[schema.COST_METRIC] = result.cost_usd
             if isinstance(result, GeneratedImage):
-                pixels = np.asarray(result.image.convert("L"), dtype=np.float32)
-                metrics.update({"image_mean": float(pixels.mean()), "image_std": float(pixels.std()),
-                                schema.BATCH_SIZE_METRIC: result.batch_size,
+                metrics.update({schema.BATCH_SIZE_METRIC: result.batch_size,
                                 schema.BATCH_INDEX_METRIC: result.batch_index})
                 if result.revised_prompt is not None:  # how far the backend rewrote the prompt, sortable
-                    metrics["prompt_drift"] = diff_prompts(request.prompt, result.revised_prompt).drift
+                    drift = diff_prompts(request.prompt, result.revised_prompt).drift
+                    metrics[schema.PROMPT_DRIFT_METRIC] = drift
             metrics.update(extra_metrics or {})
             now = int(time.time() * 1000)
             self.client.log_batch(
