@@ -2,6 +2,7 @@
 
     >>> from workbench.widgets import ComparisonGrid, TemplateExplorer  # doctest: +SKIP
     >>> ComparisonGrid("quickstart", cols="var.lighting")  # the grid, read from MLflow  # doctest: +SKIP
+    >>> ComparisonGrid("quickstart", rater="alice")  # rate images 1-5; the report tab  # doctest: +SKIP
     >>> TemplateExplorer()  # pick a template, edit its variables, run a small experiment  # doctest: +SKIP
 
 Install the extra with ``pip install 'workbench[notebook]'``. The logic is plain Python building

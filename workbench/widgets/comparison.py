@@ -3,7 +3,9 @@
 Nothing is regenerated: the runs, their parameters and their PNGs come from the tracking store.
 Choose the row and column factors, hold the other factors at a level, page through the grid (never
 more than ``page_size`` tiles on a page), click a cell for the run's details, export the view as a
-labelled PNG (the renderer of ``workbench grid``) logged to the parent run of the runs shown.
+labelled PNG (the renderer of ``workbench grid``) logged to the parent run of the runs shown. Under each
+image a 1–5 rating and a "best of row" pick are written to MLflow at once (``rating``); a second tab holds
+the effects report of the runs read (``report_tab``).
 
 Widget trees are built by plain functions (``tiles.tile_widget``, ``tiles.grid_widget``), so everything
 here works and is tested without a browser; the state lives in plain attributes (``view``, ``data``,
@@ -20,13 +22,16 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import UserInputError
+from ..evaluate.ratings import check_rater, default_rater
 from ..grids.pivot import GridData
 from ..tracking.schema import RunRecord
 from ..tracking.store import Tracker
 from .detail import RunDetail, detail_panel, load_detail
 from .export import export_view
+from .rating import RatingBook
+from .report_tab import ReportTab
 from .thumbnails import ThumbnailCache
-from .tiles import STYLE, grid_widget
+from .tiles import STYLE, filter_widgets, grid_widget, summary_html, title_html
 from .view import (
     PAGED,
     SEED,
@@ -55,6 +60,8 @@ class ComparisonGrid:
         page_size: at most this many tiles per page: whole rows while a row fits, else part of one row
             (its columns are paged too); only the page shown is loaded.
         seeds: ``"side by side"`` or ``"one at a time"`` when seed is not an axis.
+        rater: who rates the images (default: ``$WORKBENCH_RATER``, else the OS user); ``ratings=False``
+            hides the rating controls.
 
     Example:
         >>> grid = ComparisonGrid("quickstart", cols="var.lighting")  # doctest: +SKIP
@@ -62,12 +69,13 @@ class ComparisonGrid:
         >>> grid.data.col_levels, grid.thumbnail_loads  # doctest: +SKIP
         (['golden hour', 'overcast', 'neon night'], 9)
         >>> grid.export()  # a labelled PNG, logged to the runs' parent run  # doctest: +SKIP
+        >>> grid.rate(run_id, 4); grid.report_tab.show("clip_score").factor("guidance").best  # doctest: +SKIP
     """
 
     def __init__(self, experiment: str, tracking_uri: str | None = None, *, rows: str = SEED,
                  cols: str | None = None, where: Mapping[str, Any] | None = None, page_size: int = 48,
                  seeds: str = SIDE_BY_SIDE, tile_size: int = 128, thumbnail_size: int = 192,
-                 tracker: Tracker | None = None) -> None:
+                 tracker: Tracker | None = None, rater: str | None = None, ratings: bool = True) -> None:
         if page_size < 1:
             raise UserInputError(f"page_size must be at least 1, got {page_size}")
         if seeds not in (SIDE_BY_SIDE, PAGED):
@@ -92,6 +100,9 @@ class ComparisonGrid:
         self.tiles: dict[tuple[str, str, str], w.VBox] = {}
         self._updating = False
         self.records = self._read()
+        self.rating_book = RatingBook(self.tracker, check_rater(rater) if rater else default_rater(),
+                                      self.records) if ratings else None
+        self.report_tab = ReportTab(self.tracker, experiment, lambda: self.records)
         options = axis_options(self.records) if self.records else [SEED]
         self.rows = rows
         self.cols = cols or (default_cols(self.records, rows) if self.records else "model")
@@ -116,6 +127,11 @@ class ComparisonGrid:
     def refresh(self) -> None:
         """Read the runs again (new runs appear; thumbnails already loaded stay cached)."""
         self.records = self._read()
+        if self.rating_book is not None:
+            self.rating_book.load(self.records)
+        self.report_tab.stale = True
+        if self.tabs.selected_index == 1:
+            self.report_tab.show()
         self._rebuild_filters()
         self._update()
 
@@ -225,6 +241,22 @@ class ComparisonGrid:
                                                  on_close=self.close_detail),)
         return detail
 
+    def rate(self, run_id: str, value: int) -> None:
+        """Rate the image of ``run_id`` 1–5 as this grid's rater (what its control under the tile does)."""
+        self._ratings().rate(run_id, value)
+
+    def pick_best(self, run_id: str) -> None:
+        """Pick ``run_id`` as the best of its row in the current view (what its "best of row" button does)."""
+        row = self.view.row_of(run_id) if self.view else None
+        if row is None:
+            raise UserInputError(f"run {run_id} is not shown in this view; pick among the runs it shows")
+        self._ratings().pick(run_id, self.view.row_run_ids(row) if self.view else [])
+
+    def _ratings(self) -> RatingBook:
+        if self.rating_book is None:
+            raise UserInputError("this grid was opened with ratings=False; open it with ratings=True to rate")
+        return self.rating_book
+
     def close_detail(self) -> None:
         self.detail = None
         self.detail_box.children = ()
@@ -273,15 +305,22 @@ class ComparisonGrid:
         self.refresh_button.on_click(lambda _: self.refresh())
         self.detail_box = w.VBox()
         self._rebuild_filters()
-        self.widget = w.VBox([
-            w.HTML(STYLE), self.title,
+        grid_page = w.VBox([
             w.HBox([self.rows_control, self.cols_control, self.seed_mode_control, self.seed_control],
                    layout=w.Layout(flex_flow="row wrap")),
             self.filters_box, self.summary, self.grid_box, self.pager,
             w.HBox([self.export_button, self.refresh_button, self.export_status],
                    layout=w.Layout(align_items="center")),
-            self.detail_box])
+            *([self.rating_book.status] if self.rating_book else []), self.detail_box])
+        self.tabs = w.Tab([grid_page, self.report_tab.widget], titles=("grid", "report"))
+        # the report is computed when its tab is first shown (and after a refresh), not on every open
+        self.tabs.observe(lambda c: self._tab_shown(c["new"]), "selected_index")
+        self.widget = w.VBox([w.HTML(STYLE), self.title, self.tabs])
         self.widget.add_class("wb-comparison-grid")
+
+    def _tab_shown(self, index: int) -> None:
+        if index == 1 and self.report_tab.stale:
+            self.report_tab.show()
 
     def _on_control(self, action: Callable[[], None]) -> None:
         if not self._updating:
@@ -300,23 +339,9 @@ class ComparisonGrid:
             self._update()
 
     def _rebuild_filters(self) -> None:
-        self.filter_controls = {}
-        boxes: list[w.Widget] = []
-        if self.records:
-            for f in filters_for(self.records, self.rows, self.cols, self.where):
-                if f.linked_to:
-                    boxes.append(w.HTML(f"<span style='color:#666'>{html.escape(f.key)} follows "
-                                        f"{html.escape(f.linked_to)}</span>", layout=w.Layout(margin="4px 12px")))
-                    continue
-                control = w.Dropdown(options=f.levels, value=f.value, description=f.key,
-                                     style={"description_width": "initial"},
-                                     layout=w.Layout(width="auto", max_width="420px"))
-                control.observe(lambda c, key=f.key: self._on_control(lambda: self.set_filter(key, c["new"])),
-                                "value")
-                self.filter_controls[f.key] = control
-                boxes.append(control)
-        if boxes:
-            boxes.insert(0, w.HTML("<b>hold</b>", layout=w.Layout(margin="4px 8px 0 0")))
+        filters = filters_for(self.records, self.rows, self.cols, self.where) if self.records else []
+        boxes, self.filter_controls = filter_widgets(
+            filters, lambda key, value: self._on_control(lambda: self.set_filter(key, value)))
         self.filters_box.children = boxes
 
     def _export_clicked(self) -> None:
@@ -353,13 +378,7 @@ class ComparisonGrid:
         self._render()
 
     def _render(self) -> None:
-        counts: dict[str, int] = {}
-        for record in self.records:
-            counts[record.outcome] = counts.get(record.outcome, 0) + 1
-        tally = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
-        self.title.value = (f"<h3 style='margin:4px 0'>{html.escape(self.experiment)}</h3><span style='color:#555'>"
-                            f"{len(self.records)} runs ({html.escape(tally or 'none')}) in "
-                            f"<code>{html.escape(self.tracker.display_uri)}</code></span>")
+        self.title.value = title_html(self.experiment, self.records, self.tracker.display_uri)
         if self.view is None:
             self.grid_box.children = (w.HTML("<p><i>No runs in this experiment yet: run it first "
                                              "(<code>workbench run SPEC</code>).</i></p>"),)
@@ -368,25 +387,17 @@ class ComparisonGrid:
             return
         view = self.view
         rows, columns = self.visible_rows, self.visible_columns
+        decorate = None
+        if self.rating_book is not None:
+            book = self.rating_book
+            decorate = lambda run_id, row: book.widget_for(  # noqa: E731
+                run_id, lambda: view.row_run_ids(row), width=self.tile_size)
         box, self.tiles = grid_widget(view, rows, self.thumbnails.thumbnail, size=self.tile_size,
-                                      on_select=self.open_detail, columns=columns)
+                                      on_select=self.open_detail, columns=columns, decorate=decorate)
         self.grid_box.children = (box,)
-        held = ", ".join(f"{html.escape(k)}={html.escape(v)}" for k, v in view.fixed.items())
-        shown = sum(1 for key in self.visible_cells if view.cell(*key).status == "FINISHED")
-        notes = "".join(f"<br><i>{html.escape(n)}</i>" for n in view.notes)
-        if self.column_pages > 1:  # say why a row is cut, and how the pages run
-            notes += (f"<br><i>a row holds {view.tiles_per_row} tiles, more than page_size {self.page_size}: "
-                      f"each page shows {self.columns_per_page} columns of one row; next goes across, then "
-                      f"down</i>")
-        self.summary.value = (f"<span style='color:#555'>{len(view.row_levels)} × {len(view.col_levels)}"
-                              f"{f' × {len(view.seeds)} seeds' if len(view.seeds) > 1 else ''}; {shown} images on "
-                              f"this page{f'; held: {held}' if held else ''}{notes}</span>")
+        self.summary.value = summary_html(view, self.page, self.page_size)
         self.pager.layout.display = None if self.pages > 1 else "none"
-        first, left = (n + 1 for n in view.page_start(self.page, self.page_size))
-        where = f"rows {first}–{first + len(rows) - 1} of {len(view.row_levels)}"
-        if self.column_pages > 1:
-            where += f"; columns {left}–{left + len(columns) - 1} of {len(view.tile_columns)}"
-        self.page_label.value = f"page {self.page + 1} of {self.pages} ({where})"
+        self.page_label.value = view.page_label(self.page, self.page_size)
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
 

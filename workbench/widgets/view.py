@@ -161,6 +161,24 @@ class GridView:
         start = self.page_start(page, page_size)[1]
         return self.tile_columns[start:start + self.page_shape(page_size)[1]]
 
+    def page_label(self, page: int, page_size: int) -> str:
+        """``page 2 of 5 (rows 9–16 of 40)``, with the columns when rows are paged across too."""
+        first, left = (n + 1 for n in self.page_start(page, page_size))
+        rows, columns = self.page_rows(page, page_size), self.page_columns(page, page_size)
+        where = f"rows {first}–{first + len(rows) - 1} of {len(self.row_levels)}"
+        if self.column_pages(page_size) > 1:
+            where += f"; columns {left}–{left + len(columns) - 1} of {len(self.tile_columns)}"
+        return f"page {page + 1} of {self.pages(page_size)} ({where})"
+
+    def row_of(self, run_id: str) -> str | None:
+        """The row level that holds ``run_id`` (None when the view does not show it)."""
+        return next((row for (row, _, _), cell in self.cells.items() if cell.run_id == run_id), None)
+
+    def row_run_ids(self, row: str) -> list[str]:
+        """The finished runs of one row: every column and seed, on every page (a best-of-row pick's row)."""
+        return [cell.run_id for (r, _, _), cell in self.cells.items()
+                if r == row and cell.run_id and cell.status == "FINISHED"]
+
     def column_label(self, col: str, seed: str) -> str:
         return f"{col} · {seed}" if seed else col
 
