@@ -212,6 +212,9 @@ def test_the_reproduction_is_logged_as_a_new_run(tracking_uri: str, sweep: list[
     assert "workbench.batch_id" not in tags and tags["mlflow.runName"] == f"reproduce {sweep[1]}"
     assert tags["workbench.exact_batch"] == "true" and tags["workbench.reproduction.source"] == "run"
     assert new.data.metrics["bit_exact"] == 1.0 and new.data.metrics["max_abs_diff"] == 0.0
+    # bit-exact, so its image statistics are the original's
+    assert {k: v for k, v in new.data.metrics.items() if k.startswith("image.")} == \
+        {k: v for k, v in original.data.metrics.items() if k.startswith("image.")} != {}
     names = {a.path for a in client.list_artifacts(new.info.run_id)}
     assert {"image.png", "request.json", "environment.json", "reproduction.json", "reproduction.txt"} <= names
     tracker = Tracker(tracking_uri)

@@ -27,6 +27,7 @@ from typing import Any
 from ..backends.base import Backend
 from ..backends.registry import get_backend
 from ..errors import BackendError, ReproductionFailedError, UnknownRunError, UserInputError
+from ..evaluate.image_stats import image_statistics
 from ..provenance.environment import diff_environments, run_environment
 from ..provenance.png import jsonable
 from ..tracking.schema import (
@@ -174,6 +175,7 @@ def _log(tracker: Tracker, report: ReproductionReport, origin: Origin, result: G
         metrics["fraction_differing"] = float(report.fraction_differing or 0.0)
     if report.psnr is not None and math.isfinite(report.psnr):
         metrics["psnr_db"] = report.psnr
+    metrics.update(image_statistics(result.image))  # as on the original run: they compare metric by metric
     run_id = tracker.log_reproduction(experiment_id, result, tags=tags, metrics=metrics,
                                       name=f"reproduce {origin.run_id or Path(str(source)).name}"[:250])
     report.reproduction_run_id = run_id
