@@ -34,7 +34,8 @@ def run_at(grid: ComparisonGrid, seed: int, guidance: str) -> str:
     return run_id
 
 
-def test_ratings_from_the_widget_are_stored_and_shown_again_on_reopening(rated: str) -> None:
+def test_ratings_from_the_widget_are_stored_and_shown_again_on_reopening(rated: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     grid = ComparisonGrid("rated", rated, rows="seed", cols="guidance", rater="alice")
     nine, base, two = (run_at(grid, 1, g) for g in ("9.0", "5.0", "2.0"))
     controls = grid.rating_book.controls
@@ -57,6 +58,13 @@ def test_ratings_from_the_widget_are_stored_and_shown_again_on_reopening(rated: 
     assert tracker.run(nine).metrics["rating"] == 3.0
     bob.pick_best(two)
     assert tracker.run(two).metrics["best_pick"] == 0.5 and tracker.run(nine).metrics["best_pick"] == 0.5
+    # no usable default rater here: the grid still opens, with its ratings off, and says why
+    monkeypatch.setenv("WORKBENCH_RATER", "no spaces please")
+    off = ComparisonGrid("rated", rated, rows="seed", cols="guidance")
+    assert off.rating_book is None and "ratings are off: rater name 'no spaces please'" in off.ratings_off
+    with pytest.raises(UserInputError, match="ratings are off"):
+        off.rate(nine, 3)
+    assert ComparisonGrid("rated", rated, rater="john.doe").rating_book.rater == "john.doe"  # dots are fine
 
 
 def test_the_report_tab_uses_ratings_like_any_metric(rated: str) -> None:
@@ -98,7 +106,7 @@ def test_rate_from_the_cli_and_python(rated: str, monkeypatch: pytest.MonkeyPatc
     again = rate(run_id, 5, rater="dave", tracker=tracker)  # a rater changes their mind: replaced
     assert (again.value, again.mean, again.raters) == (5, 4.5, 2)
     for args, message in ((["rate", run_id, "6"], "6 is not in the range 1<=x<=5"),
-                          (["rate", run_id, "3", "--rater", "d.ve"], "rater name 'd.ve' is not valid"),
+                          (["rate", run_id, "3", "--rater", "d/ve"], "rater name 'd/ve' is not valid"),
                           (["rate", "0" * 32, "3"], "no run '" + "0" * 32 + "'"),
                           (["rate", records[("5.0", "1", "error")].run_id, "3"], "is FAILED: it has no image to rate")):
         bad = runner.invoke(cli, [*args, "--tracking-uri", rated])

@@ -5,10 +5,10 @@
   the comparison grid), 0 on the other runs of that row; ``best_pick``: the mean over the raters. Per
   level, its mean is the share of rows in which the level was picked.
 
-A rater is ``--rater NAME``, else ``$WORKBENCH_RATER``, else the OS user; names are letters, digits, ``_``
-and ``-`` (they become part of a metric name). Writing again replaces a rater's value (MLflow keeps the
-history); the aggregate is recomputed from every rater's metric each time, and the report recomputes it
-too, so two people rating at once never leave it stale.
+A rater is ``--rater NAME``, else ``$WORKBENCH_RATER``, else the OS user; names are letters, digits, ``_``,
+``-`` and ``.`` (``john.doe``; they become part of a metric name). Writing again replaces a rater's value
+(MLflow keeps the history); the aggregate is recomputed from every rater's metric each time, and the
+report recomputes it too, so two people rating at once never leave it stale.
 
     >>> check_rater("alice")
     'alice'
@@ -40,7 +40,7 @@ __all__ = ["RATER_ENV", "MIN_RATING", "MAX_RATING", "Rating", "default_rater", "
 
 RATER_ENV = "WORKBENCH_RATER"
 MIN_RATING, MAX_RATING = 1, 5
-_RATER = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RATER = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")  # a metric name's characters, but "/" and " "
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ class Rating:
 def check_rater(name: str) -> str:
     """``name`` if it can be a rater (it becomes part of a metric name), else ``UserInputError``."""
     if not _RATER.match(name or ""):
-        raise UserInputError(f"rater name {name!r} is not valid: use 1 to 64 letters, digits, '_' or '-' (it "
-                             f"becomes part of the metric name rating.<rater>); pass --rater NAME or set "
-                             f"${RATER_ENV}")
+        raise UserInputError(f"rater name {name!r} is not valid: use 1 to 64 letters, digits, '_', '-' or "
+                             f"'.', not starting with '.' (it becomes part of the metric name "
+                             f"rating.<rater>); pass --rater NAME or set ${RATER_ENV}")
     return name
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import UserInputError
-from ..evaluate.ratings import check_rater, default_rater
 from ..grids.pivot import GridData
 from ..tracking.schema import RunRecord
 from ..tracking.store import Tracker
@@ -100,8 +99,8 @@ class ComparisonGrid:
         self.tiles: dict[tuple[str, str, str], w.VBox] = {}
         self._updating = False
         self.records = self._read()
-        self.rating_book = RatingBook(self.tracker, check_rater(rater) if rater else default_rater(),
-                                      self.records) if ratings else None
+        opened = RatingBook.open(self.tracker, rater, self.records) if ratings else (None, "")
+        self.rating_book, self.ratings_off = opened
         self.report_tab = ReportTab(self.tracker, experiment, lambda: self.records)
         options = axis_options(self.records) if self.records else [SEED]
         self.rows = rows
@@ -254,7 +253,8 @@ class ComparisonGrid:
 
     def _ratings(self) -> RatingBook:
         if self.rating_book is None:
-            raise UserInputError("this grid was opened with ratings=False; open it with ratings=True to rate")
+            raise UserInputError(self.ratings_off or "this grid was opened with ratings=False; open it with "
+                                                     "ratings=True to rate")
         return self.rating_book
 
     def close_detail(self) -> None:
@@ -311,7 +311,8 @@ class ComparisonGrid:
             self.filters_box, self.summary, self.grid_box, self.pager,
             w.HBox([self.export_button, self.refresh_button, self.export_status],
                    layout=w.Layout(align_items="center")),
-            *([self.rating_book.status] if self.rating_book else []), self.detail_box])
+            self.rating_book.status if self.rating_book else w.HTML(html.escape(self.ratings_off)),
+            self.detail_box])
         self.tabs = w.Tab([grid_page, self.report_tab.widget], titles=("grid", "report"))
         # the report is computed when its tab is first shown (and after a refresh), not on every open
         self.tabs.observe(lambda c: self._tab_shown(c["new"]), "selected_index")

@@ -13,7 +13,17 @@ from collections.abc import Callable, Sequence
 
 import ipywidgets as w
 
-from ..evaluate.ratings import MAX_RATING, MIN_RATING, pick_best, picked_by, rate, rating_of
+from ..errors import UserInputError
+from ..evaluate.ratings import (
+    MAX_RATING,
+    MIN_RATING,
+    check_rater,
+    default_rater,
+    pick_best,
+    picked_by,
+    rate,
+    rating_of,
+)
 from ..tracking.schema import RunRecord
 from ..tracking.store import Tracker
 
@@ -70,6 +80,18 @@ class RatingBook:
         self.ratings: dict[str, int] = {}
         self.picks: set[str] = set()
         self.load(records)
+
+    @classmethod
+    def open(cls, tracker: Tracker, rater: str | None, records: Sequence[RunRecord]
+             ) -> tuple[RatingBook | None, str]:
+        """(the book, "") for ``rater`` (default: ``default_rater()``); (None, why) when there is no default
+        rater here (an OS user name that cannot be one): the grid opens with its ratings off and says why."""
+        if rater is not None:
+            return cls(tracker, check_rater(rater), records), ""  # a name given that cannot work is an error
+        try:
+            return cls(tracker, default_rater(), records), ""
+        except UserInputError as exc:
+            return None, f"ratings are off: {exc}"
 
     def load(self, records: Sequence[RunRecord]) -> None:
         """What the store holds for this rater (the grid's ``refresh`` calls it again)."""

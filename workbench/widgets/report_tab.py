@@ -74,8 +74,8 @@ class ReportTab:
                                             value=_AUTO, description="direction",
                                             layout=w.Layout(width="260px"))
         self.tables = w.HTML()
-        self.chart = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.chart_box = w.VBox()  # holds the chart once there is one (an empty image is no image)
+        self.chart: w.Image | None = None  # made with the first report: an image model only when there is one
+        self.chart_box = w.VBox()
         self.log_button = w.Button(description="log to parent run", icon="upload",
                                    tooltip="log the numbers (JSON) and the chart (PNG) to the latest parent "
                                            "run")
@@ -112,8 +112,11 @@ class ReportTab:
             self.report = effects(records, chosen, experiment=self.experiment, higher=self.higher,
                                   spec=logged_spec(self.tracker, self.experiment))
             self.tables.value = report_html(self.report)
-            self.chart.value = effects_chart(self.report)
-            self.chart_box.children = (self.chart,)
+            png = effects_chart(self.report)
+            if self.chart is None:
+                self.chart = w.Image(format="png", layout=w.Layout(max_width="100%"))
+                self.chart_box.children = (self.chart,)
+            self.chart.value = png
             self.status.value = ""
         except Exception as exc:  # shown in the tab, never raised into the notebook
             self._failed(exc)
