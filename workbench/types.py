@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMAGE_FIELDS",
+    "Lora",
     "GenerationRequest",
     "GeneratedImage",
     "GenerationFailure",
@@ -29,6 +30,30 @@ __all__ = [
 # The fields of a request that determine the image: the run key covers these and only these.
 IMAGE_FIELDS = ("backend", "model", "model_hash", "prompt", "negative_prompt", "seed", "width", "height", "steps",
                 "guidance", "scheduler", "options")
+
+
+@dataclass(frozen=True)
+class Lora:
+    """A LoRA applied on top of the model: a file (or a folder holding one, or a hub id) at a scale.
+
+    ``enabled=False`` is the "off" level of a ``lora.NAME`` factor: the request names the LoRA (so its
+    params and grids say "off") but the image is made without it, and its run key is that of no LoRA.
+    ``hash`` identifies the weights (set by the plan from the file): the run key uses it, not the path.
+    """
+
+    name: str
+    source: str
+    scale: float = 1.0
+    weight_name: str | None = None
+    enabled: bool = True
+    hash: str | None = None
+
+    def key_fields(self) -> dict[str, Any]:
+        identity = {"hash": self.hash} if self.hash else {"source": self.source, "weight_name": self.weight_name}
+        return {**identity, "scale": float(self.scale)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,8 @@ class GenerationRequest:
     # Replicate index inside a cell; part of the key only where there is no seed (API backends),
     # so that n replicates of a seedless request stay n distinct runs.
     replicate: int = 0
+    # LoRAs on top of the model, in the order they are applied; the enabled ones are part of the run key.
+    loras: tuple[Lora, ...] = ()
     # Provenance: where the request came from. Not part of the run key.
     template: str | None = None
     template_version: str | None = None
@@ -76,6 +103,9 @@ class GenerationRequest:
             del fields["model_hash"]
         if self.seed is None:
             fields["replicate"] = self.replicate
+        active = [lora.key_fields() for lora in self.loras if lora.enabled]
+        if active:  # no LoRA keeps the run keys requests had before LoRAs existed
+            fields["loras"] = active
         return fields
 
     @property
@@ -101,12 +131,18 @@ class GenerationRequest:
         }
         values.update({f"var.{k}": v for k, v in self.variables.items()})
         values.update({f"option.{k}": v for k, v in self.options.items()})
+        for lora in self.loras:
+            values[f"lora.{lora.name}"] = "on" if lora.enabled else "off"
+            values[f"lora.{lora.name}.scale"] = float(lora.scale)
         return values
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["options"] = dict(self.options)
         data["variables"] = dict(self.variables)
+        data["loras"] = [lora.to_dict() for lora in self.loras]
+        if not data["loras"]:
+            del data["loras"]  # the request JSON of a run without LoRAs reads as it always did
         return data
 
     def to_json(self) -> str:
@@ -118,7 +154,10 @@ class GenerationRequest:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown request fields {unknown}; known fields are {sorted(known)}")
-        return cls(**dict(data))
+        fields = dict(data)
+        if "loras" in fields:
+            fields["loras"] = tuple(lora if isinstance(lora, Lora) else Lora(**lora) for lora in fields["loras"])
+        return cls(**fields)
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)

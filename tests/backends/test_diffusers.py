@@ -91,10 +91,14 @@ def test_environment_fingerprint(backend: DiffusersBackend) -> None:
     (result,) = backend.generate([req()])
     env = result.environment
     for key in ("python", "torch", "diffusers", "transformers", "device", "dtype", "weights_hash",
-                "scheduler_config", "attention", "pipeline_class", "batch_size", "batch_index"):
+                "scheduler_config", "attention", "pipeline_class", "family", "call"):
         assert key in env, key
     assert env["device"] == "cpu" and env["dtype"] == "float32" and env["generator_device"] == "cpu"
-    json.dumps(env, default=str)
+    assert env["family"] == "sd1" and env["pipeline_class"] == "StableDiffusionPipeline"
+    assert env["call"] == {"num_inference_steps": 4, "width": 64, "height": 64, "guidance_scale": 7.5}
+    # The batch position has one home, the result (the environment holds the setup only)
+    assert (result.batch_size, result.batch_index) == (1, 0) and "batch_size" not in env
+    assert json.loads(json.dumps(env))["scheduler_config"] == json.loads(json.dumps(env["scheduler_config"]))
 
 
 def test_validation_names_allowed_values(backend: DiffusersBackend) -> None:
