@@ -157,7 +157,9 @@ def test_a_real_a1111_text_parses_like_a1111_does() -> None:
     assert r.model == "embedded:tiny-sd" and r.backend == "diffusers"
     assert request_from_a1111(p).model == "v1-5-pruned-emaonly"
     unused = unused_a1111_keys(p)
-    assert set(unused) == {"VAE hash", "VAE", "Denoising strength", "Hires upscale", "Hires upscaler"}
+    # a <lora:…> tag from another tool names no file here: reported, never silently dropped
+    assert set(unused) == {"VAE hash", "VAE", "Denoising strength", "Hires upscale", "Hires upscaler",
+                           "LoRA add_detail"}
 
 
 def test_a1111_docstring_example_and_prompt_only_text() -> None:

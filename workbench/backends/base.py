@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from ..errors import UnsupportedRequestError
 from ..hashing import canonical_json
-from ..types import GenerationRequest, GenerationResult
+from ..types import GenerationRequest, GenerationResult, Lora
 
 __all__ = ["Backend", "Capabilities"]
 
@@ -85,6 +85,18 @@ class Backend(ABC):
         if request.negative_prompt and not caps.negative_prompt:
             out["negative_prompt"] = "ignored by the backend"
         return out
+
+    def defaults(self, model: str) -> dict[str, Any]:
+        """Generation parameters ``model`` is best run with (steps, guidance, width, height), for a spec and
+        template that set none of them; empty where the backend has no opinion."""
+        return {}
+
+    def resolve_loras(self, loras: tuple[Lora, ...]) -> tuple[Lora, ...]:
+        """The LoRAs with the hash of their weights filled in (the plan calls it; the run key uses the hash).
+
+        A backend that takes no LoRAs refuses them here, at plan time."""
+        raise UnsupportedRequestError(f"{self.name} takes no LoRAs; remove 'loras' from the spec or run it on "
+                                      f"the diffusers backend")
 
     def estimate_cost(self, request: GenerationRequest) -> float | None:
         """Expected price of one image in USD (0 for local backends; None where it is unknown)."""

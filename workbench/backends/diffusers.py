@@ -86,12 +86,15 @@ class DiffusersBackend(Backend):
         return embedded.is_embedded(model) or Path(model).expanduser().exists() or model.count("/") == 1
 
     def defaults(self, model: str) -> dict[str, Any]:
-        """The family's default steps and guidance, for a spec that sets neither."""
+        """The family's default steps and guidance and the size it was trained at, for a spec that sets none."""
         family = self.family(model) if self._is_known(model) else None
         if family is None:
             return {}
-        return {k: v for k, v in (("steps", family.default_steps), ("guidance", family.default_guidance))
-                if v is not None}
+        out = {k: v for k, v in (("steps", family.default_steps), ("guidance", family.default_guidance))
+               if v is not None}
+        if family.native:
+            out["width"], out["height"] = family.native
+        return out
 
     def estimate_seconds(self, request: GenerationRequest) -> float | None:
         # A prior only (the plan prefers logged latencies), and no torch import just to plan. The embedded

@@ -77,30 +77,36 @@ def detect(pipeline_class: str, configs: Mapping[str, Mapping[str, Any]], *,
     unet = configs.get("unet") or {}
     transformer = configs.get("transformer") or {}
     scheduler = configs.get("scheduler") or {}
+
+    def trained(default: tuple[int, int]) -> tuple[int, int]:
+        # The denoiser's sample size × the VAE factor is the resolution it was built for (SD 1.5: 64 × 8).
+        size = (unet or transformer).get("sample_size")
+        return (size * factor, size * factor) if isinstance(size, int) else default
+
     if pipeline_class == "StableDiffusionPipeline":
         if unet.get("cross_attention_dim") == 1024:  # SD 2.x: OpenCLIP ViT-H; 768-v models predict v
-            native = (768, 768) if scheduler.get("prediction_type") == "v_prediction" else (512, 512)
+            native = trained((768, 768) if scheduler.get("prediction_type") == "v_prediction" else (512, 512))
             return Family("sd2", "Stable Diffusion 2.x", pipeline_class, "yes", "cfg", sd_multiple, native, 50, 7.5,
                           options=_SD_OPTIONS)
-        return Family("sd1", "Stable Diffusion 1.x", pipeline_class, "yes", "cfg", sd_multiple, (512, 512), 50, 7.5,
+        return Family("sd1", "Stable Diffusion 1.x", pipeline_class, "yes", "cfg", sd_multiple, trained((512, 512)), 50, 7.5,
                       options=_SD_OPTIONS)
     if pipeline_class == "StableDiffusionXLPipeline":
         # SDXL-Turbo ships the SDXL UNet with a trailing-timestep Euler a scheduler, for 1-4 steps at guidance 0.
         if scheduler.get("timestep_spacing") == "trailing":
-            return Family("sdxl-turbo", "SDXL Turbo", pipeline_class, "yes", "none", sd_multiple, (512, 512), 1, 0.0,
+            return Family("sdxl-turbo", "SDXL Turbo", pipeline_class, "yes", "none", sd_multiple, trained((512, 512)), 1, 0.0,
                           options=_SD_OPTIONS)
-        return Family("sdxl", "Stable Diffusion XL", pipeline_class, "yes", "cfg", sd_multiple, (1024, 1024), 50, 5.0,
+        return Family("sdxl", "Stable Diffusion XL", pipeline_class, "yes", "cfg", sd_multiple, trained((1024, 1024)), 50, 5.0,
                       options=_SD_OPTIONS)
     if pipeline_class == "FluxPipeline":
         flux_options = frozenset({"true_cfg_scale", "max_sequence_length"})
         if transformer.get("guidance_embeds"):
             return Family("flux-dev", "FLUX.1 [dev]", pipeline_class, "true_cfg", "distilled", factor * 2,
-                          (1024, 1024), 28, 3.5, t5_tokens=512, cuda_dtype="bfloat16", options=flux_options)
+                          trained((1024, 1024)), 28, 3.5, t5_tokens=512, cuda_dtype="bfloat16", options=flux_options)
         return Family("flux-schnell", "FLUX.1 [schnell]", pipeline_class, "true_cfg", "none", factor * 2,
-                      (1024, 1024), 4, 0.0, t5_tokens=256, cuda_dtype="bfloat16", options=flux_options)
+                      trained((1024, 1024)), 4, 0.0, t5_tokens=256, cuda_dtype="bfloat16", options=flux_options)
     if pipeline_class == "StableDiffusion3Pipeline":
         patch = int(transformer.get("patch_size") or 2)
-        return Family("sd3", "Stable Diffusion 3 / 3.5", pipeline_class, "yes", "cfg", factor * patch, (1024, 1024),
+        return Family("sd3", "Stable Diffusion 3 / 3.5", pipeline_class, "yes", "cfg", factor * patch, trained((1024, 1024)),
                       28, 7.0, t5_tokens=256, cuda_dtype="bfloat16",
                       options=frozenset({"max_sequence_length", "clip_skip"}))
     takes = call_parameters if call_parameters is not None else frozenset({"negative_prompt", "guidance_scale"})

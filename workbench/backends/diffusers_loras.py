@@ -121,7 +121,11 @@ def _adapters(pipe: DiffusionPipeline) -> set[str]:
     """The adapters loaded into any component of ``pipe`` (peft keeps them on the modules)."""
     if not hasattr(pipe, "get_list_adapters"):
         return set()
-    return {name for names in pipe.get_list_adapters().values() for name in names}
+    try:
+        listed = pipe.get_list_adapters()
+    except ValueError:  # diffusers without peft: "PEFT backend is required", so no adapter can be loaded
+        return set()
+    return {name for names in listed.values() for name in names}
 
 
 def _load(pipe: DiffusionPipeline, path: Path, adapter: str) -> None:

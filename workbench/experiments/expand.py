@@ -14,13 +14,13 @@ Seeds are replicates inside every cell. Requests are deduplicated by run key, so
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import BudgetError, SpecError, TemplateError
 from ..hashing import canonical_json
 from ..prompts.templates import TemplateLibrary, render_string
-from ..types import GenerationRequest
+from ..types import GenerationRequest, Lora
 from .spec import SIZE_PATTERN, ExperimentSpec, check_template_variables
 
 __all__ = ["Cell", "cells", "expand"]
@@ -55,6 +55,11 @@ def _apply(settings: dict[str, Any], factor: str, level: Any) -> None:
         settings["variables"] = {**settings["variables"], factor[4:]: level}
     elif factor.startswith("option."):
         settings["option_levels"] = {**settings["option_levels"], factor[7:]: level}
+    elif factor.startswith("lora."):
+        name, _, attribute = factor[5:].partition(".")
+        settings["loras"] = tuple(
+            (replace(lora, scale=float(level)) if attribute == "scale" else replace(lora, enabled=level in (True, "on")))
+            if lora.name == name else lora for lora in settings["loras"])
     elif factor == "size":
         w, h = SIZE_PATTERN.match(level).groups()  # type: ignore[union-attr]
         settings["width"], settings["height"] = int(w), int(h)
@@ -67,12 +72,14 @@ def _apply(settings: dict[str, Any], factor: str, level: Any) -> None:
 
 
 def expand(spec: ExperimentSpec, *, library: TemplateLibrary | None = None,
-           seeds_supported: Callable[[str, str], bool] | None = None) -> list[GenerationRequest]:
+           seeds_supported: Callable[[str, str], bool] | None = None,
+           model_defaults: Callable[[str, str], dict[str, Any]] | None = None) -> list[GenerationRequest]:
     """All requests of ``spec``, deduplicated by run key, base cell first.
 
     ``library`` is a ``TemplateLibrary`` (default: the configured one). ``seeds_supported(backend,
     model)`` says whether a backend honours seeds; where it does not, the seeds become replicate
-    indices (``seed=None``) so the run is honest about what was held.
+    indices (``seed=None``) so the run is honest about what was held. ``model_defaults(backend, model)``
+    gives a model family's own steps and guidance, used where neither the spec nor its template sets them.
     """
     n_cells = len(cells(spec))
     total = n_cells * len(spec.seeds)
@@ -86,7 +93,8 @@ def expand(spec: ExperimentSpec, *, library: TemplateLibrary | None = None,
     template = spec.template
     if template is not None:
         check_template_variables(spec, library)
-    base_params = dict(library.get(template).defaults) if template else {}
+    base_params = dict(model_defaults(spec.backend, spec.model)) if model_defaults else {}
+    base_params.update(library.get(template).defaults if template else {})
     base_params.update(spec.params.model_dump(exclude_none=True))
     base: dict[str, Any] = {
         "backend": spec.backend, "model": spec.model, "template": template, "prompt": spec.prompt,
@@ -95,6 +103,8 @@ def expand(spec: ExperimentSpec, *, library: TemplateLibrary | None = None,
         "width": base_params.get("width", 512), "height": base_params.get("height", 512),
         "steps": base_params.get("steps", 30), "guidance": float(base_params.get("guidance", 7.5)),
         "scheduler": base_params.get("scheduler"),
+        "loras": tuple(Lora(name=e.name, source=e.source, scale=e.scale, weight_name=e.weight_name, enabled=e.enabled)
+                       for e in spec.loras),
     }
     requests: dict[str, GenerationRequest] = {}
     rendered_cache: dict[str, tuple[str, str, str | None]] = {}
@@ -115,7 +125,8 @@ def expand(spec: ExperimentSpec, *, library: TemplateLibrary | None = None,
                 seed=seed if seeded else None, replicate=index, width=settings["width"],
                 height=settings["height"], steps=settings["steps"], guidance=float(settings["guidance"]),
                 scheduler=settings["scheduler"], options=settings["options"], template=settings["template"],
-                template_version=version, variables=variables, experiment=spec.name, factor=factor, level=level)
+                template_version=version, variables=variables, experiment=spec.name, factor=factor, level=level,
+                loras=settings["loras"])
             requests.setdefault(request.run_key, request)
     return list(requests.values())
 

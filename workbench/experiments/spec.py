@@ -36,7 +36,7 @@ from ..errors import SpecError
 if TYPE_CHECKING:
     from ..prompts.templates import TemplateLibrary
 
-__all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "Evaluate", "load_spec", "parse_spec",
+__all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "Evaluate", "LoraEntry", "load_spec", "parse_spec",
            "check_template_variables",
            "FACTOR_FIELDS", "SIZE_PATTERN", "DEFAULT_MAX_IMAGES"]
 
@@ -57,7 +57,7 @@ FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
     "backend": ("backend", "model"),
 }
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-_LOCATED = re.compile(r"^((?:vary|grid|seeds|variables|params|options|backend_options)(?:\.[\w.]+)?): (.*)$", re.S)
+_LOCATED = re.compile(r"^((?:vary|grid|seeds|variables|params|options|backend_options|loras)(?:\.[\w.]+)?): (.*)$", re.S)
 
 
 class Params(BaseModel):
@@ -97,6 +97,21 @@ class Evaluate(BaseModel):
     clip: str | None = Field(default=None, min_length=1)
 
 
+class LoraEntry(BaseModel):
+    """A LoRA applied in every cell (at ``scale``), unless a ``lora.NAME`` factor turns it off or rescales it.
+
+    ``source``: a ``.safetensors`` file, a folder holding one (``weight_name`` picks it where there are several),
+    or a hub id ``owner/name``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
+    source: str = Field(min_length=1)
+    weight_name: str | None = None
+    scale: float = Field(default=1.0, ge=-10, le=10)
+    enabled: bool = True
+
+
 class ExperimentSpec(BaseModel):
     """A controlled experiment. Unknown keys are rejected; see the module docstring for an example."""
 
@@ -120,6 +135,7 @@ class ExperimentSpec(BaseModel):
     max_images: int = Field(default=DEFAULT_MAX_IMAGES, gt=0)
     max_batch: int | None = Field(default=None, gt=0)
     evaluate: Evaluate = Field(default_factory=Evaluate)
+    loras: list[LoraEntry] = Field(default_factory=list)
 
     @field_validator("options", "variables")
     @classmethod
@@ -159,6 +175,7 @@ class ExperimentSpec(BaseModel):
             raise ValueError("give exactly one of 'template' (a library template name) or 'prompt' "
                              "(a literal prompt)")
         touched: dict[str, str] = {}
+        _check_loras(self)
         if self.grid and self.grid.rows.factor == self.grid.cols.factor:
             raise ValueError(f"grid: rows and cols both vary '{self.grid.rows.factor}'; pick two factors")
         factors = self.axes()
@@ -174,7 +191,10 @@ class ExperimentSpec(BaseModel):
                 raise ValueError(f"vary.{factor}: no levels given; list at least one level")
             seen: list[Any] = []
             for level in levels:
-                _check_level(factor, level)
+                if factor.startswith("lora."):
+                    _check_lora_level(factor, level)
+                else:
+                    _check_level(factor, level)
                 if level in seen:
                     raise ValueError(f"vary.{factor}: level {level!r} appears twice")
                 seen.append(level)
@@ -187,7 +207,37 @@ class ExperimentSpec(BaseModel):
         return self
 
 
+def _check_lora_factor(factor: str, spec: ExperimentSpec) -> None:
+    """``lora.NAME`` (on/off) and ``lora.NAME.scale`` (numbers) for a LoRA the spec declares under ``loras``."""
+    name, _, attribute = factor[5:].partition(".")
+    declared = [lora.name for lora in spec.loras]
+    if name not in declared:
+        have = f"the spec's LoRAs are {', '.join(declared)}" if declared else "the spec declares none"
+        raise ValueError(f"vary.{factor}: no LoRA named '{name}' under 'loras' ({have}); declare it there "
+                         f"(name, source, scale) to vary it")
+    if attribute not in ("", "scale"):
+        raise ValueError(f"vary.{factor}: a LoRA factor is lora.{name} (on/off) or lora.{name}.scale (numbers)")
+
+
+def _check_lora_level(factor: str, level: Any) -> None:
+    if factor.endswith(".scale"):
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not -10 <= level <= 10:
+            raise ValueError(f"vary.{factor}: level {level!r} is not a scale (a number from -10 to 10)")
+    elif level not in (True, False, "on", "off"):
+        raise ValueError(f"vary.{factor}: level {level!r} is not on or off")
+
+
+def _check_loras(spec: ExperimentSpec) -> None:
+    names = [lora.name for lora in spec.loras]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError(f"loras: two LoRAs are named '{name}'; give each its own name")
+
+
 def _check_factor_name(factor: str, spec: ExperimentSpec) -> None:
+    if factor.startswith("lora."):
+        _check_lora_factor(factor, spec)
+        return
     if factor.startswith("var."):
         if not factor[4:].isidentifier():
             raise ValueError(f"vary.{factor}: '{factor[4:]}' is not a valid variable name")
@@ -204,7 +254,7 @@ def _check_factor_name(factor: str, spec: ExperimentSpec) -> None:
     if factor == "template" and spec.template is None:
         raise ValueError("vary.template: the spec uses a literal prompt; set 'template' to vary templates")
     if factor not in FACTOR_FIELDS:
-        known = ", ".join([*FACTOR_FIELDS, "var.NAME", "option.NAME"])
+        known = ", ".join([*FACTOR_FIELDS, "var.NAME", "option.NAME", "lora.NAME", "lora.NAME.scale"])
         hint = " (seeds are replicates: list them under 'seeds')" if factor == "seed" else ""
         raise ValueError(f"vary: unknown factor '{factor}'{hint}; factors are: {known}")
 
@@ -262,7 +312,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        for candidate in (Params, Grid, GridAxis, Evaluate):
+        for candidate in (Params, Grid, GridAxis, Evaluate, LoraEntry):
             if ann is candidate or (ann is not None and candidate in getattr(ann, "__args__", ())):
                 model = candidate
     return ", ".join(model.model_fields)

@@ -29,18 +29,23 @@ from typing import Any, Literal
 
 from ..errors import MetadataError
 from ..hashing import canonical_json
-from ..types import GenerationRequest
+from ..types import GenerationRequest, Lora
 from .imported import Imported
 from .schedulers import SCHEDULERS, A1111Unmapped, a1111_default_schedule, a1111_names, scheduler_from_a1111
 
 __all__ = ["a1111_parameters", "parse_a1111_parameters", "request_from_a1111", "unused_a1111_keys",
            "import_a1111", "read_a1111_scheduler", "A1111_USED_KEYS", "A1111_INFO_KEYS", "OPTIONS_KEY",
-           "WEIGHTS_KEY"]
+           "WEIGHTS_KEY", "LORAS_KEY", "lora_tags"]
 
 # Our backend options that A1111 has no key for, as canonical JSON: other tools show it and skip it.
 OPTIONS_KEY = "Workbench options"
 # Our weights hash (GenerationRequest.model_hash). Not A1111's "Model hash": that one hashes a checkpoint file.
 WEIGHTS_KEY = "Weights hash"
+# Our LoRAs in full (name, source, weight name, scale, hash) as canonical JSON, so our own reader rebuilds them;
+# A1111's own words for them are the <lora:NAME:SCALE> tags in the prompt and "Lora hashes".
+LORAS_KEY = "Workbench loras"
+# A1111's extra-network tag (modules/extra_networks.py): <lora:NAME:SCALE>, stripped from the prompt before encoding.
+_RE_LORA_TAG = re.compile(r"\s*<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>")
 # A1111's own regex (modules/infotext_utils.py): "Key: value" pairs, values optionally JSON-quoted.
 _RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -50,7 +55,7 @@ _RE_VERSION = re.compile(r"v(\d+)\.(\d+)")
 # Keys ``request_from_a1111`` turns into the request; the rest are reported as not reproduced.
 A1111_USED_KEYS = frozenset({"Prompt", "Negative prompt", "Steps", "Sampler", "Schedule type", "CFG scale", "Seed",
                              "Size", "Size-1", "Size-2", "Model", "Backend", "Template", "Clip skip", OPTIONS_KEY,
-                             WEIGHTS_KEY})
+                             WEIGHTS_KEY, LORAS_KEY})
 # Keys that describe the image but do not change it.
 A1111_INFO_KEYS = frozenset({"Model hash", "Version", "Hashes", "Lora hashes", "TI hashes", "Emphasis", "Pad conds",
                              "Downcast alphas_cumprod", "Token merging ratio", "Operations"})
@@ -88,8 +93,13 @@ def a1111_parameters(request: GenerationRequest, extra: Mapping[str, Any] | None
         pairs["Clip skip"] = options.pop("clip_skip") + 1  # A1111 counts the last layer as 1, diffusers as 0
     if options:
         pairs[OPTIONS_KEY] = canonical_json(options)
+    active = [lora for lora in request.loras if lora.enabled]
+    if active:
+        # A1111's forms: "<lora:name:scale>" in the prompt, "Lora hashes" with the first 12 hex of its hash.
+        pairs["Lora hashes"] = ", ".join(f"{lora.name}: {lora.hash[:12]}" for lora in active if lora.hash) or None
+        pairs[LORAS_KEY] = canonical_json([lora.to_dict() for lora in active])
     pairs.update(extra or {})
-    lines = [request.prompt]
+    lines = [request.prompt + "".join(f" <lora:{lora.name}:{float(lora.scale):g}>" for lora in active)]
     if request.negative_prompt:
         lines.append(f"Negative prompt: {request.negative_prompt}")
     lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None))
@@ -185,17 +195,41 @@ def request_from_a1111(params: Mapping[str, str], *, backend: str | None = None,
     clip_skip = params.get("Clip skip")
     if clip_skip and backend == "diffusers" and _number(params, "Clip skip", int) > 1:
         options["clip_skip"] = _number(params, "Clip skip", int) - 1
+    prompt, _tags = lora_tags(params.get("Prompt", ""))
     template, template_version = None, None
     if params.get("Template"):
         template, _, version = params["Template"].partition("@")
         template_version = version if version and version != "None" else None
     return GenerationRequest(
-        backend=backend, model=model, prompt=params.get("Prompt", ""),
+        backend=backend, model=model, prompt=prompt, loras=_loras(params),
         negative_prompt=params.get("Negative prompt", ""), seed=None if seed < 0 else seed, width=width,
         height=height, steps=_number(params, "Steps", int), guidance=_number(params, "CFG scale", float),
         scheduler=scheduler, options=options, template=template, template_version=template_version,
         # Another model than the file's: its weights are not the ones the hash names.
         model_hash=params.get(WEIGHTS_KEY) or None if model == params.get("Model") else None)
+
+
+def lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """The prompt without its ``<lora:NAME:SCALE>`` tags (A1111 strips them before encoding), and the tags."""
+    tags = []
+    for name, scale in _RE_LORA_TAG.findall(prompt):
+        try:
+            tags.append((name, float(scale) if scale else 1.0))
+        except ValueError:
+            raise MetadataError(f"the LoRA tag <lora:{name}:{scale}> has no number for its scale") from None
+    return _RE_LORA_TAG.sub("", prompt).strip(), tags
+
+
+def _loras(params: Mapping[str, str]) -> tuple[Lora, ...]:
+    raw = params.get(LORAS_KEY)
+    if not raw:
+        return ()
+    try:
+        entries = json.loads(raw)
+        return tuple(Lora(**entry) for entry in entries)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise MetadataError(f"the A1111 parameter '{LORAS_KEY}' is not a list of LoRAs ({exc}); the file was "
+                            f"edited or written by another tool") from None
 
 
 def _options(params: Mapping[str, str]) -> dict[str, Any]:
@@ -213,9 +247,16 @@ def _options(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 def unused_a1111_keys(params: Mapping[str, str]) -> dict[str, str]:
-    """The A1111 parameters a request built by ``request_from_a1111`` does not reproduce (hires fix, LoRAs...)."""
-    return {k: v for k, v in params.items() if k not in A1111_USED_KEYS and k not in A1111_INFO_KEYS
-            and not (k.endswith(("-1", "-2")) and k[:-2] in params)}
+    """The A1111 parameters a request built by ``request_from_a1111`` does not reproduce (hires fix, LoRAs
+    named only by A1111's tags: their files are not in the text)."""
+    unused = {k: v for k, v in params.items() if k not in A1111_USED_KEYS and k not in A1111_INFO_KEYS
+              and not (k.endswith(("-1", "-2")) and k[:-2] in params)}
+    if not params.get(LORAS_KEY):
+        hashes = params.get("Lora hashes", "")
+        for name, scale in lora_tags(params.get("Prompt", ""))[1]:
+            unused[f"LoRA {name}"] = f"scale {scale:g}" + (f" (Lora hashes: {hashes})" if hashes else "") + \
+                "; the text names no file: add it to a spec's loras to use it"
+    return unused
 
 
 def _automatic_means(params: Mapping[str, str]) -> tuple[Literal["sampler-default", "uniform"], str]:

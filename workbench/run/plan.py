@@ -149,7 +149,8 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
         return backends[name]
 
     requests = expand(spec, library=library,
-                      seeds_supported=lambda name, model: backend(name).capabilities(model).seeds)
+                      seeds_supported=lambda name, model: backend(name).capabilities(model).seeds,
+                      model_defaults=lambda name, model: backend(name).defaults(model))
     uncontrolled: dict[str, dict[str, str]] = {}
     warnings: dict[str, None] = {}
     for request in requests:
@@ -169,6 +170,8 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
         hashes[key] = backend(key[0]).model_hash(key[1])
     requests = [r.replace(model_hash=hashes[(r.backend, r.model)]) if hashes[(r.backend, r.model)] else r
                 for r in requests]
+    # Likewise each LoRA's weights: the run key holds their hash, not their path.
+    requests = [r.replace(loras=backend(r.backend).resolve_loras(r.loras)) if r.loras else r for r in requests]
     history = tracker.records(experiment) if tracker is not None else []
     wanted = {r.run_key for r in requests}
     done = {r.run_key: r.run_id for r in history if r.status == "FINISHED" and r.run_key in wanted}
