@@ -21,6 +21,7 @@ from workbench.run.plan import make_plan
 from workbench.run.runner import run_experiment
 from workbench.tracking.store import Tracker
 from workbench.types import GeneratedImage, GenerationRequest, Lora
+from workbench.widgets.comparison import ComparisonGrid
 
 from .. import families
 
@@ -164,6 +165,11 @@ def test_lora_scale_sweep_switches_adapters_without_reloading(folders, sd15_lora
     assert base.loras[0].hash and len(base.loras[0].hash) == 64  # the weights' hash, not the path, keys the run
     summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, grids_dir=tmp_path)
     assert summary.finished == 4
+    # each LoRA factor gets its own comparison grid, and the notebook grid pivots on it
+    assert {p.name for p in summary.grids} == {"grid-lora.style.scale.png", "grid-lora.style.png"}
+    widget = ComparisonGrid("lora-sweep", tracking_uri, cols="lora.style.scale", ratings=False)
+    assert widget.data.col_levels == ["0.0", "0.5", "1.0"] and widget.data.base_col == "1.0"
+    assert "lora.style" in widget.rows_control.options
     backend = plan.backends["diffusers"]
     tracker = Tracker(tracking_uri)
     by_level = {r.params.get("lora.style.scale") + "/" + r.params.get("lora.style"): r
