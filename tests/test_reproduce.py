@@ -145,37 +145,63 @@ def test_reproduce_by_png_alone_is_bit_exact(tracking_uri: str, singles: list[st
     assert str(png) in report.to_text()
 
 
-def test_exact_batch_regenerates_the_whole_batch_in_one_call(tracking_uri: str, sweep: list[str], tmp_path: Path,
-                                                             backend: CountingDiffusers) -> None:
+def test_an_image_of_a_batch_is_regenerated_with_its_whole_batch_by_default(
+        tracking_uri: str, sweep: list[str], tmp_path: Path, backend: CountingDiffusers) -> None:
     for index, run_id in enumerate(sweep):
-        # alone: a different batch shape, so the last bits may move (the report says so, and how far)
-        alone = reproduce(run_id, tracking_uri=tracking_uri, backend=backend, log=False)
-        assert (alone.batch_size, alone.original_batch_size) == (1, 3) and alone.max_abs_diff <= 1
-        if not alone.bit_exact:
-            assert alone.verdict.startswith("differs: max diff 1, PSNR ")
-            assert any("use --exact-batch" in note for note in alone.notes)
+        # by default: the whole batch, read from the store, in one call of 3, in the original order: bit-exact
+        report = reproduce(run_id, tracking_uri=tracking_uri, backend=backend, log=False)
+        assert report.bit_exact, report.to_text()
+        assert (report.exact_batch, report.batch_size, report.batch_index) == (True, 3, index)
+        assert report.alone_why is None
+        assert (f"regenerated with its whole batch (image {index + 1} of 3), read from the store"
+                in report.to_text())
+        assert report.environment_diff == report.informational_diff == {} and report.notes == []
+        # exact_batch=True insists on the batch: the same call
+        insisted = reproduce(run_id, tracking_uri=tracking_uri, exact_batch=True, backend=backend, log=False)
+        assert insisted.bit_exact and insisted.batch_size == 3
+    assert backend.calls == [3, 3] * 3
+    # from the PNG too: the other images of its batch come from the store
+    png = download_png(tracking_uri, sweep[1], tmp_path)
+    report = reproduce(png, tracking_uri=tracking_uri, backend=backend, log=False)
+    assert backend.calls[-1] == 3 and report.bit_exact and report.batch_index == 1
+    # without --tracking-uri, the batch is looked up in the store the PNG names
+    named = reproduce(png, backend=backend, log=False)
+    assert named.bit_exact and named.exact_batch
+    assert any("the store the PNG names" in note for note in named.notes)
+    # a store that does not hold the run: alone, saying why (and no empty store is created to find that out)
+    empty = tmp_path / "other" / "mlflow.db"
+    fallback = reproduce(png, tracking_uri=f"sqlite:///{empty}", backend=backend, log=False)
+    assert (fallback.exact_batch, fallback.batch_size, backend.calls[-1]) == (False, 1, 1)
+    assert fallback.alone_why.startswith("because its batch cannot be rebuilt: ") and not empty.exists()
+    assert "pass --tracking-uri for the store it was logged to" in fallback.to_text()
+    # ... and exact_batch=True makes that an error naming the fix
+    with pytest.raises(NotReproducibleError, match="pass --tracking-uri for the store it was logged to"):
+        reproduce(png, tracking_uri=f"sqlite:///{empty}", exact_batch=True, backend=backend, log=False)
+
+
+def test_alone_on_request_reports_the_batch_shape(tracking_uri: str, sweep: list[str],
+                                                  backend: CountingDiffusers) -> None:
+    differing = 0
+    for run_id in sweep:
+        alone = reproduce(run_id, tracking_uri=tracking_uri, exact_batch=False, backend=backend, log=False)
+        assert (alone.exact_batch, alone.batch_size, alone.original_batch_size) == (False, 1, 3)
+        assert alone.alone_why == "as asked (--alone)" and "regenerated alone (image 1 of 1), as asked" in \
+            alone.to_text()
+        # a different batch shape may move the last bit, never more; the note says why exactly when it does
+        assert alone.max_abs_diff <= 1
+        shape_note = [n for n in alone.notes if "A different batch shape can change pixels" in n]
+        assert len(shape_note) == (0 if alone.bit_exact else 1), alone.notes
+        assert alone.verdict == ("bit-exact" if alone.bit_exact else f"differs: max diff 1, PSNR {alone.psnr:.2f} "
+                                 f"dB, fraction {alone.fraction_differing:.4f}")
+        differing += not alone.bit_exact
         # the batch shape is reported, apart from the fields that name libraries and devices
         assert alone.environment_diff == {} and alone.informational_diff["batch_size"] == (3, 1)
         also = next(line for line in alone.to_text().splitlines() if line.startswith("  also differ:"))
         assert "batch_size 3 → 1" in also
         assert "environment:  the same libraries, device, dtype, model and scheduler" in alone.to_text()
-        # the whole batch, in one call of 3, in the original order: bit-exact
-        exact = reproduce(run_id, tracking_uri=tracking_uri, exact_batch=True, backend=backend, log=False)
-        assert exact.bit_exact, exact.to_text()
-        assert (exact.batch_size, exact.batch_index) == (3, index)
-        assert f"regenerated with its whole batch (image {index + 1} of 3)" in exact.to_text()
-    assert backend.calls == [1, 3] * 3
-    # from the PNG too: the other images of its batch come from the store
-    png = download_png(tracking_uri, sweep[1], tmp_path)
-    report = reproduce(png, tracking_uri=tracking_uri, exact_batch=True, backend=backend, log=False)
-    assert backend.calls[-1] == 3 and report.bit_exact and report.batch_index == 1
-    # without --tracking-uri, the batch is looked up in the store the PNG names
-    named = reproduce(png, exact_batch=True, backend=backend, log=False)
-    assert named.bit_exact and any("the store the PNG names" in note for note in named.notes)
-    # a store that does not hold the run: the error names --tracking-uri
-    empty = f"sqlite:///{tmp_path / 'other' / 'mlflow.db'}"
-    with pytest.raises(NotReproducibleError, match="pass --tracking-uri for the store it was logged to"):
-        reproduce(png, tracking_uri=empty, exact_batch=True, backend=backend, log=False)
+    assert backend.calls == [1, 1, 1]
+    # why the default is the whole batch: on this CPU at least one of the three differs alone
+    assert differing >= 1
 
 
 def test_a_changed_environment_field_is_reported(tracking_uri: str, singles: list[str], tmp_path: Path,
@@ -200,7 +226,7 @@ def test_a_changed_environment_field_is_reported(tracking_uri: str, singles: lis
 
 
 def test_the_reproduction_is_logged_as_a_new_run(tracking_uri: str, sweep: list[str]) -> None:
-    report = reproduce(sweep[1], tracking_uri=tracking_uri, exact_batch=True)
+    report = reproduce(sweep[1], tracking_uri=tracking_uri)
     client = MlflowClient(tracking_uri)
     new = client.get_run(report.reproduction_run_id)
     original = client.get_run(sweep[1])
@@ -263,7 +289,11 @@ def test_a_backend_without_seeds_says_so_and_still_regenerates(tracking_uri: str
     assert report.request.seed is None and not report.seed_controlled
     assert any("cannot be reproduced exactly" in note for note in report.notes)
     assert "seed:         not controlled by the backend" in report.to_text()
-    assert report.image is not None and report.verdict  # it regenerated all the same
+    # it regenerated all the same, alone (a batch shape cannot make a seedless draw exact), and the fake backend
+    # draws from the request alone, so the pixels agree
+    assert report.image is not None and report.verdict == "bit-exact"
+    assert (report.original_batch_size, report.batch_size) == (3, 1)
+    assert report.alone_why == "because the backend does not honour seeds (the batch shape cannot make it exact)"
 
 
 def test_bad_sources_are_clear_user_errors(tracking_uri: str, sweep: list[str], other_backends: None,
@@ -329,13 +359,19 @@ def test_cli_errors_exit_2_with_a_clear_message(tracking_uri: str, sweep: list[s
 
 
 def test_cli_reproduce_prints_the_verdict_and_logs(tracking_uri: str, sweep: list[str]) -> None:
-    result = invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--exact-batch")
+    result = invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--check")
     assert result.exit_code == 0, result.output
     assert "verdict:      bit-exact" in result.output and "logged as:    run" in result.output
-    assert "regenerated with its whole batch" in result.output
+    assert "regenerated with its whole batch (image 3 of 3), read from the store" in result.output
     as_json = json.loads(invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--no-log", "--json",
                              "--exact-batch").output)
-    assert as_json["bit_exact"] and as_json["reproduction_run_id"] is None
+    assert as_json["bit_exact"] and as_json["exact_batch"] and as_json["reproduction_run_id"] is None
+    alone = json.loads(invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--no-log", "--json",
+                              "--alone").output)
+    assert (alone["exact_batch"], alone["reproduction_batch"], alone["alone_why"]) == (
+        False, {"size": 1, "index": 0}, "as asked (--alone)")
+    both = invoke("reproduce", sweep[2], "--tracking-uri", tracking_uri, "--alone", "--exact-batch")
+    assert both.exit_code == 2 and "--alone and --exact-batch contradict each other" in both.output
 
 
 def test_cli_reproduce_check_exits_1_unless_bit_exact(tracking_uri: str) -> None:

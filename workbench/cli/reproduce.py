@@ -1,7 +1,7 @@
 """``workbench inspect`` and ``workbench reproduce``: read a PNG's metadata; regenerate and verify an image.
 
     workbench inspect out.png [--json]
-    workbench reproduce 3f2a9c0d1e8b4f6a9d7c5b3a1e0f2d4c [--exact-batch] [--no-log]
+    workbench reproduce 3f2a9c0d1e8b4f6a9d7c5b3a1e0f2d4c [--alone | --exact-batch] [--no-log] [--check]
     workbench reproduce out.png --tracking-uri sqlite:////path/mlflow.db
     workbench reproduce a1111.png --model embedded:tiny-sd
 
@@ -150,20 +150,31 @@ def inspect_command(file: Path, as_json: bool, model: str | None) -> None:
 @click.command("reproduce")
 @click.argument("source")
 @tracking_option
+@click.option("--alone", is_flag=True,
+              help="Regenerate the image alone, not with the batch it was made in (by default the whole batch is "
+                   "regenerated in one call when the store holds it: bit-exact needs the same batch shape).")
 @click.option("--exact-batch", is_flag=True,
-              help="Regenerate the whole original batch in one call (bit-exact needs the same batch shape).")
+              help="Require the whole original batch: exit 2 when it cannot be rebuilt, instead of regenerating "
+                   "the image alone.")
 @click.option("--no-log", is_flag=True, help="Do not log the reproduction as a new MLflow run.")
 @click.option("--model", help="Use this model instead of the recorded one (A1111 files name checkpoints we can't "
                               "load, e.g. --model embedded:tiny-sd).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--check", is_flag=True, help="Exit 1 unless the reproduction is bit-exact (for scripts and CI).")
 @handle_errors
-def reproduce_command(source: str, tracking_uri: str | None, exact_batch: bool, no_log: bool, model: str | None,
-                      as_json: bool, check: bool) -> None:
-    """Regenerate SOURCE (an MLflow run id or a PNG) and report: bit-exact, or how far it differs."""
+def reproduce_command(source: str, tracking_uri: str | None, alone: bool, exact_batch: bool, no_log: bool,
+                      model: str | None, as_json: bool, check: bool) -> None:
+    """Regenerate SOURCE (an MLflow run id or a PNG) and report: bit-exact, or how far it differs.
+
+    An image made in a batch is regenerated with its whole batch when the store holds it (the report says
+    so), else alone (the report says why)."""
+    from ..errors import UserInputError
     from ..reproduce.regenerate import reproduce
 
-    report = reproduce(source, tracking_uri=tracking_uri, exact_batch=exact_batch, log=not no_log, model=model)
+    if alone and exact_batch:
+        raise UserInputError("--alone and --exact-batch contradict each other: pass one of them")
+    whole = False if alone else True if exact_batch else None
+    report = reproduce(source, tracking_uri=tracking_uri, exact_batch=whole, log=not no_log, model=model)
     if as_json:
         click.echo(report.to_json())
     else:

@@ -4,7 +4,7 @@
 ``workbench`` chunk, or another tool's metadata (an A1111 ``parameters`` text, a ComfyUI graph, InvokeAI's
 metadata: a request, nothing more, and notes on what it does not reproduce).
 ``batch_requests`` rebuilds the batch the image was made in, in order, from the runs that share its
-``batch_id``, for ``--exact-batch``. Runs logged before the batch position moved out of the environment
+``batch_id``, so that ``reproduce`` regenerates it in its original shape. Runs logged before the batch position moved out of the environment
 are read the same way: the metrics first, then the environment.
 """
 
@@ -199,19 +199,20 @@ def batch_requests(tracker: Tracker, origin: Origin) -> tuple[list[GenerationReq
     run = origin.run
     if run is None:  # from a PNG: the batch lives in the store
         if not origin.run_id:
-            raise NotReproducibleError("--exact-batch needs the original run's id, and this PNG names none")
+            raise NotReproducibleError("the other images of the batch are found by the original run's id, and "
+                                       "this PNG names none")
         tracker.check()
         try:
             run = tracker.run(origin.run_id)
         except UnknownRunError:
             raise NotReproducibleError(
-                f"--exact-batch needs the other images of the batch from the MLflow store, but run "
+                f"the other images of the batch are read from the MLflow store, but run "
                 f"{origin.run_id} is not in {tracker.display_uri}; pass --tracking-uri for the store it was "
                 f"logged to") from None
     batch_id = run.tags.get(BATCH_ID_TAG) or origin.batch_id
     if not batch_id:
         raise NotReproducibleError(f"run {run.run_id} has no {BATCH_ID_TAG} tag: the batch it was made in is "
-                                   f"unknown, so it can only be regenerated alone (drop --exact-batch)")
+                                   f"unknown, so it can only be regenerated alone (--alone)")
     by_index: dict[int, tuple[int, str, GenerationRequest]] = {}
     for member in tracker.batch_members(run.experiment_id, batch_id):
         position = member.metrics.get(BATCH_INDEX_METRIC)

@@ -6,9 +6,11 @@ pixels with the original (``report.compare_images``): bit-exact, or the largest 
 of pixels that differ and the PSNR, plus the environment fields (library versions, device, dtype,
 weights...) that differ.
 
-Bit-exact holds only for the same batch shape, hardware, library versions and kernels. By default the
-image is regenerated alone; ``exact_batch=True`` regenerates the whole batch it was made in (every run
-logged with the same ``workbench.batch_id``), in one backend call, in the original order.
+Bit-exact holds only for the same batch shape, hardware, library versions and kernels. So by default an
+image made in a batch is regenerated with its whole batch (every run logged with the same
+``workbench.batch_id``), in one backend call, in the original order, when the store holds that batch; else
+alone, and the report says why. ``exact_batch=False`` regenerates it alone; ``exact_batch=True`` insists on
+the whole batch (an error when it cannot be rebuilt).
 
 Example:
     >>> report = reproduce("3f2a9c0d1e8b4f6a9d7c5b3a1e0f2d4c")  # doctest: +SKIP
@@ -26,7 +28,15 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..backends.registry import get_backend
-from ..errors import BackendError, ReproductionFailedError, UnknownRunError, UserInputError
+from ..config import is_local_sqlite
+from ..errors import (
+    BackendError,
+    NotReproducibleError,
+    ReproductionFailedError,
+    TrackingError,
+    UnknownRunError,
+    UserInputError,
+)
 from ..evaluate.image_stats import image_statistics
 from ..provenance.environment import diff_environments, run_environment
 from ..provenance.png import jsonable
@@ -63,16 +73,19 @@ def _fingerprint(env: Mapping[str, Any], batch: tuple[int, int] | None) -> dict[
     return {k: v for k, v in jsonable({**env, **position}).items() if k not in _CALL_FIELDS}
 
 
-def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batch: bool = False, log: bool = True,
-              backend: Backend | str | None = None, model: str | None = None) -> ReproductionReport:
+def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batch: bool | None = None,
+              log: bool = True, backend: Backend | str | None = None,
+              model: str | None = None) -> ReproductionReport:
     """Regenerate the image of ``source`` (an MLflow run id or a PNG path) and compare it with the original.
 
-    ``exact_batch`` regenerates the whole batch the image was made in, in one backend call, so the
-    image can be bit-exact where hardware and versions match. ``log`` records the reproduction as a new
-    run in the original's experiment (``workbench.kind=reproduction``, ``workbench.reproduces=<run id>``)
-    with the report as an artifact. ``backend`` replaces the request's backend (a name, or a configured
-    ``Backend`` instance); ``model`` replaces its model (needed for A1111 files naming a checkpoint we
-    cannot load). Raises ``UserInputError`` subclasses for a bad source.
+    ``exact_batch``: ``None`` (the default) regenerates the whole batch the image was made in, in one backend
+    call, so the image can be bit-exact where hardware and versions match, when the store holds that batch
+    and the backend honours seeds; else the image alone, with a note saying why. ``False`` regenerates it
+    alone; ``True`` requires the whole batch (``NotReproducibleError`` when it cannot be rebuilt).
+    ``log`` records the reproduction as a new run in the original's experiment
+    (``workbench.kind=reproduction``, ``workbench.reproduces=<run id>``) with the report as an artifact.
+    ``backend`` replaces the request's backend (a name, or a configured ``Backend`` instance); ``model``
+    replaces its model (needed for A1111 files naming a checkpoint we cannot load). Raises ``UserInputError`` subclasses for a bad source.
 
     Example:
         >>> report = reproduce("out/image.png", log=False)  # doctest: +SKIP
@@ -106,16 +119,21 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
         notes.append(f"the request {why}: it cannot be reproduced exactly; this is a fresh draw from the same "
                      f"request")
 
-    if exact_batch:
-        store = batch_store(tracker, origin, tracking_uri)
-        if store is not tracker:
-            notes.append(f"the other images of the batch were read from {store.display_uri}, the store the PNG "
-                         f"names")
-        requests, where, batch_notes = batch_requests(store, origin)
-        notes += batch_notes
-        requests = [r.replace(backend=request.backend) for r in requests]
-    else:
-        requests, where = [request], 0
+    requests, where, alone_why = [request], 0, None
+    if origin.batch and origin.batch[0] > 1:
+        if exact_batch is False:
+            alone_why = "as asked (--alone)"
+        elif exact_batch is None and not seed_controlled:
+            alone_why = "because the backend does not honour seeds (the batch shape cannot make it exact)"
+        else:
+            try:
+                requests, where, batch_notes = _whole_batch(tracker, origin, tracking_uri)
+                notes += batch_notes
+                requests = [r.replace(backend=request.backend) for r in requests]
+            except (NotReproducibleError, TrackingError) as exc:
+                if exact_batch:
+                    raise
+                alone_why = f"because its batch cannot be rebuilt: {exc}"
     results = engine.generate(requests)
     if len(results) != len(requests):
         raise BackendError(f"backend '{engine.name}' returned {len(results)} results for {len(requests)} requests")
@@ -129,8 +147,7 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     if origin.batch and origin.batch[0] != len(requests) and not comparison["bit_exact"]:
         notes.append(f"the original was image {origin.batch[1] + 1} of a batch of {origin.batch[0]}; it was "
                      f"regenerated in a batch of {len(requests)}. A different batch shape can change pixels "
-                     f"slightly (often by one 8-bit level)"
-                     + ("; use --exact-batch to regenerate the whole batch" if not exact_batch else ""))
+                     f"slightly (often by one 8-bit level)")
     original_env = _fingerprint(origin.environment, origin.batch)
     result = dataclasses.replace(result, batch_size=len(requests), batch_index=where,
                                  environment=run_environment(result.environment, backend=engine.name))
@@ -139,8 +156,8 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     info_diff = diff_environments(original_env, new_env, informational=True) if not origin.foreign else {}
     report = ReproductionReport(
         source=str(source), source_kind=origin.kind, request=request, original_run_id=origin.run_id,
-        tracking_uri=tracker.display_uri if (origin.kind == "run" or log or exact_batch) else None,
-        seed_controlled=seed_controlled, exact_batch=exact_batch,
+        tracking_uri=tracker.display_uri if (origin.kind == "run" or log or len(requests) > 1) else None,
+        seed_controlled=seed_controlled, exact_batch=len(requests) > 1, alone_why=alone_why,
         original_batch_size=origin.batch[0] if origin.batch else None,
         original_batch_index=origin.batch[1] if origin.batch else None,
         batch_size=len(requests), batch_index=where, environment_diff=env_diff, informational_diff=info_diff,
@@ -149,6 +166,21 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
     if log:
         _log(tracker, report, origin, result, source)
     return report
+
+
+def _whole_batch(tracker: Tracker, origin: Origin, tracking_uri: str | None
+                 ) -> tuple[list[GenerationRequest], int, list[str]]:
+    """The original batch's requests (``batch_requests``), read from the store that holds them."""
+    store = batch_store(tracker, origin, tracking_uri)
+    if is_local_sqlite(store.uri) and not Path(store.uri[len("sqlite:///"):]).is_file():
+        # a PNG needs no store: do not create an empty one only to find its batch missing
+        raise NotReproducibleError(f"the other images of the batch are in an MLflow store, and there is none at "
+                                   f"{store.display_uri}; pass --tracking-uri for the store it was logged to")
+    requests, where, notes = batch_requests(store, origin)
+    if store is not tracker:
+        notes.insert(0, f"the other images of the batch were read from {store.display_uri}, the store the PNG "
+                        f"names")
+    return requests, where, notes
 
 
 def _log(tracker: Tracker, report: ReproductionReport, origin: Origin, result: GeneratedImage,

@@ -36,7 +36,7 @@ class ReproductionReport:
     original_run_id: str | None
     tracking_uri: str | None
     seed_controlled: bool
-    exact_batch: bool
+    exact_batch: bool  # regenerated with its whole original batch
     original_batch_size: int | None  # None where unknown (A1111 files)
     original_batch_index: int | None
     batch_size: int  # of the reproduction's backend call
@@ -51,6 +51,7 @@ class ReproductionReport:
     original_environment: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    alone_why: str | None = None  # why an image of a batch was regenerated alone
     reproduction_run_id: str | None = None
     image: Image.Image | None = field(default=None, repr=False, compare=False)
     original_image: Image.Image | None = field(default=None, repr=False, compare=False)
@@ -76,6 +77,7 @@ class ReproductionReport:
             # null when identical (infinite PSNR): JSON has no infinity
             "psnr_db": self.psnr if self.psnr is not None and math.isfinite(self.psnr) else None,
             "seed_controlled": self.seed_controlled, "exact_batch": self.exact_batch,
+            "alone_why": self.alone_why,
             "original_batch": {"size": self.original_batch_size, "index": self.original_batch_index},
             "reproduction_batch": {"size": self.batch_size, "index": self.batch_index},
             "run_key": self.request.run_key, "request": self.request.to_dict(),
@@ -106,10 +108,11 @@ class ReproductionReport:
         if r.negative_prompt:
             lines.append(f"  negative:     {_short(r.negative_prompt)}")
         if self.original_batch_size is not None:
-            how = "with its whole batch" if self.exact_batch and self.batch_size > 1 else "alone"
+            how = "with its whole batch" if self.exact_batch else "alone"
+            why = ", read from the store" if self.exact_batch else (f", {self.alone_why}" if self.alone_why else "")
             lines.append(f"  batch:        original image {self.original_batch_index + 1} of "
                          f"{self.original_batch_size}; regenerated {how} (image {self.batch_index + 1} of "
-                         f"{self.batch_size})")
+                         f"{self.batch_size}){why}")
         lines.append(f"  verdict:      {self.verdict}")
         if not self.seed_controlled:
             lines.append("  seed:         not controlled by the backend: this cannot be reproduced exactly")

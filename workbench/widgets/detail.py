@@ -219,7 +219,9 @@ def detail_panel(detail: RunDetail, image: bytes | None, *, tracking_uri: str,
         button.disabled = True
         result.value = "<i>reproducing…</i>"
         try:
-            report = reproduce(detail.record.run_id, tracking_uri=tracking_uri, exact_batch=whole_batch.value)
+            # ticked: the whole batch where the store holds it, else alone (the report says why)
+            report = reproduce(detail.record.run_id, tracking_uri=tracking_uri,
+                               exact_batch=None if whole_batch.value else False)
             result.value = reproduction_html(report)
         except Exception as exc:  # shown in the panel, never raised into the notebook
             result.value = f"<pre style='color:#b00'>{html.escape(f'{type(exc).__name__}: {exc}')}</pre>"
