@@ -54,6 +54,17 @@ def _torch() -> ModuleType:
     return torch
 
 
+def release_device_memory(torch: Any, device: str) -> None:
+    """Free what a failed call left behind, so that the halved batch gets the memory back."""
+    import gc
+
+    gc.collect()  # the failed call's tensors are held by its traceback's frames until collected
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    elif device == "mps":
+        torch.mps.empty_cache()
+
+
 class DiffusersBackend(Backend):
     """Runs diffusers pipelines locally. ``device``/``dtype`` default to the best available."""
 
@@ -282,11 +293,8 @@ class DiffusersBackend(Backend):
         try:
             output = pipe(**kwargs)
         except torch.OutOfMemoryError as exc:  # CUDA's (torch.cuda.OutOfMemoryError is this class) and others'
-            import gc
-
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # give the smaller retry the memory back
+            del kwargs
+            release_device_memory(torch, self.device())  # give the smaller retry the memory back
             raise OutOfMemoryError(f"out of device memory for a batch of {len(batch)}: {exc}") from exc
         latency = (time.perf_counter() - start) / len(batch)
         sent = {k: v for k, v in kwargs.items() if k not in ("prompt", "negative_prompt", "generator", "output_type")}

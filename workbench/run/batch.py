@@ -64,7 +64,10 @@ def _split_on_oom(backend: Backend, batch: list[GenerationRequest], retry: Retry
         results = []
         for part in (batch[:half], batch[half:]):
             for result in _split_on_oom(backend, part, retry, stop, tally):
-                note = f"out of memory at batch size {len(batch)}; generated in a batch of {len(part)}"
+                # a part split again already says where it ran: put this size before its sizes
+                inner = result.environment.get("oom_split")
+                note = (inner.replace("at batch size ", f"at batch size {len(batch)}, then ", 1) if inner else
+                        f"out of memory at batch size {len(batch)}; generated in a batch of {len(part)}")
                 results.append(dataclasses.replace(result, environment={**result.environment, "oom_split": note}))
         return results
 
