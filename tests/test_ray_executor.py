@@ -128,6 +128,30 @@ def test_ray_sweep_matches_the_local_executor_bit_for_bit(ray_cluster, embedded_
     assert again.skipped == 6 and again.finished == 0  # resume works by run key, as locally
 
 
+def test_a_family_with_a_lora_on_ray_matches_the_local_executor(ray_cluster, tracking_uri: str,
+                                                                 tmp_path: Path) -> None:
+    """SDXL (a second text encoder, added time ids) with a LoRA swept over its scale, on two workers."""
+    from tests import families
+
+    model = families.build("sdxl", tmp_path / "sdxl")
+    lora = families.build_lora(model, tmp_path / "lora")
+    spec = parse_spec({"name": "family", "prompt": "a red circle", "backend": "diffusers", "model": str(model),
+                       "params": {"width": 32, "height": 32, "steps": 2, "guidance": 4.0}, "seeds": [1],
+                       "loras": [{"name": "style", "source": str(lora), "scale": 1.0}],
+                       "vary": {"lora.style.scale": [0.0, 0.5]}, "max_batch": 1})
+    local = run_experiment(spec, tracking_uri=tracking_uri, experiment="family-local", progress=False,
+                           make_grids=False)
+    remote = run_experiment(spec, tracking_uri=tracking_uri, experiment="family-ray", progress=False,
+                            make_grids=False, ray=RayOptions(workers=2))
+    assert local.finished == remote.finished == 3, remote.stopped
+    tracker = Tracker(tracking_uri)
+    theirs = {r.run_key: r for r in tracker.records("family-local")}
+    for record in tracker.records("family-ray"):
+        assert np.array_equal(np.asarray(tracker.load_image(record.run_id)),
+                              np.asarray(tracker.load_image(theirs[record.run_key].run_id)))
+    assert len({r.params["lora.style.scale"] for r in theirs.values()}) == 3
+
+
 def test_killing_a_worker_mid_sweep_loses_only_its_in_flight_batches(ray_cluster, tracking_uri: str,
                                                                       tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WORKBENCH_FAKE_DELAY_S", "0.4")  # forwarded to the workers
