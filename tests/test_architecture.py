@@ -22,7 +22,7 @@ PACKAGE = ROOT / "workbench"
 # Top floor first: each folder may import the folders after it, never those before it.
 FLOORS = ["cli", "widgets", "reproduce", "run", "evaluate", "grids", "tracking", "backends", "experiments",
           "prompts", "provenance", "models"]
-GROUND = {"types", "errors", "hashing", "config"}  # modules of workbench/ itself, used by all, using none above
+GROUND = {"types", "errors", "hashing", "config", "files"}  # modules of workbench/ itself, used by all
 ROOF = {"__init__", "__main__"}  # the public API and `python -m workbench`: may import anything
 MLFLOW_OWNER = "tracking"
 

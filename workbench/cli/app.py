@@ -197,9 +197,10 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
          output: Path) -> None:
     """Rebuild a labelled grid from what MLflow holds for EXPERIMENT (nothing is generated)."""
     from ..grids.pivot import resolve_where
-    from ..grids.render import grid_from_records, save_png_atomic
+    from ..grids.render import grid_format, grid_from_records, save_grid
     from ..tracking.store import Tracker
 
+    fmt = grid_format(output)  # before anything is read: an unknown suffix writes nothing
     fixed = {}
     for item in where:
         key, sep, value = item.partition("=")
@@ -218,10 +219,12 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
     fixed = resolve_where(records, fixed)
     image, data = grid_from_records(records, rows, cols, load_image=tracker.load_image, where=fixed,
                                     title=f"{experiment}: {cols} x {rows}")
-    save_png_atomic(image, output)
+    save_grid(image, output)
     shown = sum(1 for c in data.cells.values() if c.image is not None)
     out.print(f"wrote {output} ({len(data.row_levels)} rows × {len(data.col_levels)} columns, {shown} images"
               + (f"; fixed: {', '.join(f'{k}={v}' for k, v in data.fixed.items())}" if data.fixed else "") + ")")
+    if fmt != "PNG":
+        out.print(f"note: a {fmt} grid holds the pixels only; a .png one also names the run of every cell")
 
 
 @cli.command()

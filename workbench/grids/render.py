@@ -7,20 +7,24 @@ the notebook export. The PNG carries a ``workbench-grid`` chunk naming the run o
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import UserInputError
+from ..files import write_atomic
 from ..hashing import canonical_json
 from ..provenance.png import GRID_CHUNK, GRID_FORMAT, text_chunks
 from ..tracking.schema import RunRecord
 from .pivot import GridCell, GridData, pivot_records
 
-__all__ = ["render_grid", "grid_from_records", "safe_name", "save_png_atomic"]
+__all__ = ["render_grid", "grid_from_records", "safe_name", "save_png_atomic", "save_grid", "grid_format",
+           "GRID_FORMATS"]
+
+# What a grid file may be, by suffix (Pillow's format names). Only PNG keeps the cell map (text chunks).
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 _BG = (255, 255, 255)
 _INK = (20, 20, 20)
@@ -66,17 +70,28 @@ def safe_name(text: str) -> str:
 
 def save_png_atomic(image: Image.Image, path: Path) -> Path:
     """Write a PNG so readers never see half a file; concurrent writers each use their own temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp.png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=text_chunks(image))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(Path(path), lambda f: image.save(f, format="PNG", pnginfo=text_chunks(image)))
+
+
+def grid_format(path: Path) -> str:
+    """The Pillow format ``path``'s suffix names (PNG, JPEG, WebP); ``UserInputError`` for any other."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in GRID_FORMATS:
+        raise UserInputError(f"cannot write a grid as '{Path(path).name}': the suffix "
+                             f"{suffix or '(none)'} names no image format we write; end the name in "
+                             f"{', '.join(GRID_FORMATS)}")
+    return GRID_FORMATS[suffix]
+
+
+def save_grid(image: Image.Image, path: Path) -> Path:
+    """Write a grid in the format its suffix names (``grid_format``), atomically. JPEG and WebP files hold
+    the pixels only: the run of every cell is kept in PNG's text chunks."""
+    fmt = grid_format(path)
+    if fmt == "PNG":
+        return save_png_atomic(image, path)
+    # no chroma subsampling, near-lossless JPEG, lossless WebP: a grid is for looking closely at small differences
+    options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}[fmt]
+    return write_atomic(Path(path), lambda f: image.convert("RGB").save(f, format=fmt, **options))
 
 
 def render_grid(data: GridData, *, cell_size: int | None = None, pad: int = 6) -> Image.Image:

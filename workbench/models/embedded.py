@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..config import workbench_home
 from ..errors import UnsupportedRequestError
+from ..files import temp_folder
 from .tokenizer import LIBRARY_WORDS, tokenizer_files
 
 __all__ = ["EMBEDDED_MODELS", "embedded_path", "build", "is_embedded", "PREFIX", "quiet_hf_logging"]
@@ -122,8 +122,7 @@ def build(model: str = "tiny-sd", *, force: bool = False) -> Path:
         return target
     if (target / "model_index.json").is_file() and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    tmp = temp_folder(target.parent, f".{name}-")  # 0755 under umask 022, as a plain mkdir
     try:
         EMBEDDED_MODELS[name]["build"](tmp)
         (tmp / "workbench_embedded.json").write_text(json.dumps({"name": name, "build_version": BUILD_VERSION}))

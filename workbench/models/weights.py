@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
 from ..config import workbench_home
+from ..files import write_atomic
 
 __all__ = ["weights_hash", "WEIGHT_SUFFIXES"]
 
@@ -80,10 +79,8 @@ def weights_hash(folder: str | Path) -> str | None:
         cache = _read_cache(cache_path)  # again: another process may have written meanwhile
         cache[str(root)] = {"stamp": stamp, "hash": value}
         try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=cache_path.parent, delete=False, suffix=".tmp") as tmp:
-                json.dump(cache, tmp)
-            os.replace(tmp.name, cache_path)  # atomic: a reader never sees half a file
+            # atomic: a reader never sees half a file; 0644 under umask 022, as a plain open()
+            write_atomic(cache_path, lambda f: f.write(json.dumps(cache).encode()))
         except OSError:
             pass  # a read-only home only costs hashing again next time
     return value

@@ -12,13 +12,13 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from ..config import workbench_home
+from ..files import temp_folder
 from ..hashing import content_hash
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from .schema import SPOOLED_TAG
@@ -39,7 +39,7 @@ def spool_result(result: GenerationResult, *, tracking_uri: str, experiment: str
     root = spool_dir(tracking_uri)
     root.mkdir(parents=True, exist_ok=True)
     target = root / result.request.run_key
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp = temp_folder(root, ".tmp-")
     data: dict[str, Any] = {
         "experiment": experiment, "parent_run_id": parent_run_id, "status": result.status,
         "request": result.request.to_dict(), "latency_s": result.latency_s, "cost_usd": result.cost_usd,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..config import workbench_home
-from ..grids.render import render_grid, safe_name, save_png_atomic
+from ..grids.render import render_grid, safe_name, save_grid
 from ..tracking.schema import PARENT_RUN_TAG, RunRecord
 from ..tracking.store import Tracker
 from .view import GridView
@@ -53,9 +53,9 @@ def export_view(view: GridView, tracker: Tracker, image_bytes: Callable[[str], b
         held = "-".join(f"{k}={v}" for k, v in sorted(data.fixed.items()))[:80]
         name += f"-{held}" if held else ""
         path = workbench_home() / "grids" / safe_name(experiment) / f"{safe_name(name)}.png"
-    path = save_png_atomic(image, Path(path))
+    path = save_grid(image, Path(path))  # PNG by default; .jpg / .webp as the name says
     shown = [records[c.run_id] for c in data.cells.values() if c.run_id in records]
     parent = shared_parent_run(tracker, shown) if log else None
     if parent is not None:
-        tracker.log_png(parent, image, f"grids/{path.name}")
+        tracker.log_png(parent, image, f"grids/{path.stem}.png")  # the logged copy keeps the cell map
     return path, parent

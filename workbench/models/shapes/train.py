@@ -27,12 +27,12 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...files import temp_folder
 from . import card, checkpoint, dataset, recipe
 
 if TYPE_CHECKING:
@@ -255,8 +255,7 @@ def _save_pipeline(run: _Run, tokenizer: Any, out: Path) -> None:
         unet=run.modules["unet"].eval(), vae=run.modules["vae"].eval(), text_encoder=run.modules["text_encoder"].eval(),
         tokenizer=tokenizer, scheduler=recipe.sampling_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = temp_folder(out.parent, f".{out.name}-")  # 0755 under umask 022, as a plain mkdir
     try:
         copy.deepcopy(pipe).to(torch.float16).save_pretrained(tmp, safe_serialization=True)
         if out.exists():
