@@ -16,15 +16,19 @@ help:
 	@echo "make bench-gpu  the same throughput benchmark on an NVIDIA GPU (SD 1.5 architecture, random weights)"
 	@echo "make ui         open the MLflow UI on the embedded store"
 
+# setuptools' "Editable installation" notice (a box about folders named like the package) is for package
+# authors, not for someone running the quick start, and pip -q passes it on: filter that one warning.
+QUIET_EDITABLE := PYTHONWARNINGS="$${PYTHONWARNINGS:+$$PYTHONWARNINGS,}ignore:Editable installation"
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[all]'
+	$(QUIET_EDITABLE) $(PIP) install -q -e '.[all]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -e '.[test]'
+	$(QUIET_EDITABLE) $(PIP) install -q -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
