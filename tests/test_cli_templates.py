@@ -38,9 +38,28 @@ def typed_dir(tmp_path: Path) -> Path:
 def test_list(runner: CliRunner) -> None:
     result = runner.invoke(templates_group, ["list"])
     assert result.exit_code == 0, result.output
-    for name in ("photoreal", "product", "concept_art", "diagram"):
+    for name in ("photoreal", "product", "concept_art", "diagram", "shapes"):
         assert name in result.stdout
     assert "Version" in result.stdout and "time_of_day" in result.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_list_cuts_no_word_at_80_columns(columns: int) -> None:
+    from workbench.prompts.templates import TemplateLibrary
+
+    result = CliRunner(env={"COLUMNS": str(columns), "WORKBENCH_TEMPLATES": ""}).invoke(templates_group, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns and "…" not in result.stdout
+    def words(text: str) -> set[str]:
+        return {w.strip(",.()*") for w in text.split()}
+
+    shown = words(result.stdout)
+    library = TemplateLibrary()
+    for name in library.names():  # every name, description word, variable, tag and version whole
+        t = library.get(name)
+        wanted = words(" ".join([name, t.version, t.description, *t.tags, *t.variables]))
+        assert wanted <= shown, (name, sorted(wanted - shown))
 
 
 def test_list_marks_required_variables_and_reports_broken_templates(runner: CliRunner, typed_dir: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -94,22 +95,24 @@ def list_templates(dirs: tuple[Path, ...]) -> None:
     if not names:
         raise UserInputError(f"no templates found in {', '.join(map(str, library.dirs))}; add <name>.j2 files "
                              f"or set $WORKBENCH_TEMPLATES")
-    table = Table(title="Prompt templates")
+    # Fits 80 columns without cutting a word: light borders, tags under the description, and columns no
+    # narrower than their longest word (rich would otherwise write "Photorealis…").
+    table = Table(title="Prompt templates", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Name", style="bold", no_wrap=True)
-    table.add_column("Description")
-    table.add_column("Variables")
+    table.add_column("Description (tags)", min_width=20, overflow="fold")
+    table.add_column("Variables", min_width=14, max_width=24, overflow="fold")
     table.add_column("Version", no_wrap=True)
-    table.add_column("Tags")
     broken: list[str] = []
     for name in names:
         try:
             t = library.get(name)
         except TemplateError as exc:
             broken.append(name)
-            table.add_row(escape(name), f"[red]{escape(str(exc))}[/red]", "", "", "")
+            table.add_row(escape(name), f"[red]{escape(str(exc))}[/red]", "", "")
             continue
         variables = ", ".join(f"{v.name}*" if v.required else v.name for v in t.variables.values())
-        table.add_row(escape(name), escape(t.description), escape(variables), t.version, escape(", ".join(t.tags)))
+        tags = f"\n[dim]tags: {escape(', '.join(t.tags))}[/dim]" if t.tags else ""
+        table.add_row(escape(name), escape(t.description) + tags, escape(variables), t.version)
     _console().print(table)
     if broken:
         raise UserInputError(f"{len(broken)} template(s) failed to load ({', '.join(broken)}); "
