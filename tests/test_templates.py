@@ -379,10 +379,54 @@ def test_ssti_payloads_are_refused(tmp_path: Path, payload: str) -> None:
 
 
 @pytest.mark.parametrize("payload", ["{{ ''.__class__ }}", "{{ subject.__class__ }}", "{{ self.__init__ }}",
-                                     "{{ subject | attr('__globals__') }}", "{{ 'x' * 100000000 }}"])
+                                     "{{ subject | attr('__globals__') }}"])
 def test_sandbox_violations_say_unsafe(payload: str) -> None:
     with pytest.raises(TemplateError, match="tried to reach an unsafe attribute"):
         render_string(payload, {"subject": "a"}, name="evil")
+
+
+# Each would run for hours or build gigabytes; each passes Jinja's own per-construct caps.
+TOO_MUCH_WORK = {
+    "nested loops": "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "nested loops over a string": "{% set s = 'x' * 99999 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+    "a big range in a loop": "{% for i in range(99999) %}{% set x = range(99999)|join %}{% endfor %}",
+    "exponential macro": "{% macro f(n) %}{% if n > 0 %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}",
+    "doubling with ~": "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "doubling with +": "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+    "center": "{{ 'x'|center(99999 * 99999) }}",
+    "str.center": "{{ 'x'.center(99999 * 99999) }}",
+    "% width": "{{ '%0999999999d' % 1 }}",
+    "%* width": "{{ '%*d' % (10 ** 9, 1) }}",
+    "format width": "{{ '{:>999999999}'.format(1) }}",
+    "nested format width": "{{ '{:{w}}'.format(1, w=10 ** 9) }}",
+    "replace": "{% set s = 'x' * 99999 %}{{ s|replace('x', s) }}",
+    "join": "{% set s = 'x' * 99999 %}{{ range(99999)|join(s) }}",
+    "indent": "{{ ('a\\n' * 50000)|indent(99999) }}",
+    "batch fill": "{{ [1]|batch(10 ** 9, 'x')|list }}",
+    "sum of lists": "{{ ([[1]] * 99999)|sum(start=[]) }}",
+    "bytes": "{{ 'x'.encode() * 10 ** 9 }}",
+    "long output": "{% for i in range(60000) %}ab{% endfor %}",
+    "x * 10**8": "{{ 'x' * 100000000 }}",
+}
+
+
+@pytest.mark.timeout(60)  # a hang guard only: each is refused in well under a second (benchmarks/plan_scale.py)
+@pytest.mark.parametrize("payload", TOO_MUCH_WORK.values(), ids=TOO_MUCH_WORK.keys())
+def test_rendering_is_bounded_by_total_work(tmp_path: Path, payload: str) -> None:
+    with pytest.raises(TemplateError, match=r"rendering the prompt stopped: .*(steps of work|over 100,000|"
+                                            r"at most 100,000|numbers only)") as err:
+        render_string(payload, {}, name="evil")
+    assert "evil" in str(err.value)
+    path = write(tmp_path, "heavy.j2", "---\ndescription: x\n---\n" + payload + "\n")
+    with pytest.raises(TemplateError, match="rendering the body stopped"):
+        load_template(path).render()
+
+
+def test_ordinary_loops_filters_and_macros_still_render() -> None:
+    source = ("{% macro item(x) %}<{{ x }}>{% endmacro %}{% for i in range(3) %}{{ item(i) }}{% endfor %} "
+              "{{ range(4)|join(', ') }} {{ 'ab'.center(6) }} {{ '%03d'|format(7) }} {{ '{:>4}'.format(5) }} "
+              "{{ ['a', 'b']|sum(start='') if false else [1, 2]|sum }} {{ ('a' * 3)|replace('a', 'bc') }}")
+    assert render_string(source, {}) == "<0><1><2> 0, 1, 2, 3 ab 007 5 3 bcbcbc"
 
 
 # --------------------------------------------------------------------------------------------- versions

@@ -19,7 +19,7 @@ macros and includes and are not templates::
 The front matter is parsed and checked in ``front_matter.py``; this module loads files, compiles and
 renders them. Every failure is a ``TemplateError`` naming the template, the variable and the line.
 ``version`` hashes the file and everything it imports, includes or extends (what is hashed is exactly what
-renders).
+renders). Rendering is bounded in work and size (``sandbox.py``).
 
     >>> TemplateLibrary().render("photoreal", {"subject": "a red fox"}).prompt[:24]
     'photograph of a red fox '
@@ -38,7 +38,6 @@ import jinja2
 import jinja2.meta
 from jinja2.exceptions import SecurityError
 from jinja2.loaders import split_template_path
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..config import template_dirs
 from ..errors import TemplateError
@@ -52,14 +51,14 @@ from .front_matter import (
     parse_variables,
     split_front_matter,
 )
+from .sandbox import TemplateWorkError, render_bounded, sandbox_environment
 
 __all__ = ["TemplateVariable", "RenderedPrompt", "PromptTemplate", "TemplateLibrary", "load_template",
-           "render_string", "tidy"]
+           "prompt_variables", "render_string", "tidy"]
 
 # Refused even where the object lacks them (the sandbox itself blocks every "_*" attribute).
 UNSAFE_NAMES = frozenset({"mro", "os", "sys", "globals", "builtins", "subclasses", "func_globals", "f_globals",
                           "gi_frame", "popen", "system", "eval", "exec", "import"})
-MAX_SIZE = 100_000  # the longest string/list an expression may build: ``'x' * 10**9`` is refused
 
 
 @dataclass(frozen=True)
@@ -109,11 +108,11 @@ class PromptTemplate:
         assert compiled is not None
         values = _resolve_values(self, variables or {})
         hint = "declare it under 'variables:' in the front matter, or fix the name"
-        prompt = _render(compiled.body, values, self.name, compiled.files, hint)
+        prompt = _render(compiled.body, values, self.name, compiled.files, hint, part="body")
         if not prompt:
             raise TemplateError("the body rendered to an empty prompt; give the variables non-empty values",
                                 template=self.name)
-        negative = _render(compiled.negative, values, self.name, compiled.files, hint)
+        negative = _render(compiled.negative, values, self.name, compiled.files, hint, part="negative_prompt")
         return RenderedPrompt(prompt, negative, self.name, self.version, values)
 
 
@@ -221,6 +220,16 @@ def load_template(path: Path, *, search_dirs: Sequence[Path] | None = None) -> P
                           body.lstrip("\n"), version, compiled)
 
 
+def prompt_variables(source: str, *, name: str = "prompt") -> set[str]:
+    """The variables a literal prompt uses (what ``render_string`` will ask for).
+
+    >>> sorted(prompt_variables("a {{ colour }} {% if big %}big {% endif %}circle"))
+    ['big', 'colour']
+    """
+    env = _environment(_dedupe(template_dirs()))
+    return set(jinja2.meta.find_undeclared_variables(_parse(env, name, source, f"<{name}>", 0, "")))
+
+
 def render_string(source: str, variables: Mapping[str, Any], *, name: str = "<prompt>") -> str:
     """Render a literal prompt that uses ``{{ }}`` in the same sandbox, tidied like templates.
 
@@ -235,7 +244,7 @@ def render_string(source: str, variables: Mapping[str, Any], *, name: str = "<pr
     ast = _parse(env, name, source, filename, 0, "")
     _collect(env, ast, name, {})
     hint = f"pass it in the variables (given: {', '.join(sorted(values)) or 'none'})"
-    return _render(_compile(env, ast, name, filename), values, name, {filename: ("prompt", 0)}, hint)
+    return _render(_compile(env, ast, name, filename), values, name, {filename: ("prompt", 0)}, hint, part="prompt")
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -261,29 +270,8 @@ class _SnapshotLoader(jinja2.BaseLoader):
         return text, str(path), lambda: True
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, (int, float)) and abs(right) > 100:
-            raise SecurityError(f"the exponent {right!r} is too large")
-        seq, times = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
-        if operator == "*" and isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
-                and len(seq) * times > MAX_SIZE:
-            raise SecurityError(f"the expression would build a value of {len(seq) * times} items")
-        return super().call_binop(context, operator, left, right)
-
-
-def _environment(dirs: Sequence[Path]) -> _Sandbox:
-    env = _Sandbox(loader=_SnapshotLoader(dirs), undefined=jinja2.StrictUndefined, autoescape=False,
-                   trim_blocks=True, lstrip_blocks=True)
-    for unused in ("lipsum", "cycler", "joiner"):  # globals stay plain data helpers: range, dict, namespace
-        env.globals.pop(unused, None)
-    env.filters["join_nonempty"] = lambda items, sep=", ": sep.join(
-        str(i).strip() for i in items if i is not None and str(i).strip())
-    env.filters["split_list"] = lambda value, sep=",": [p.strip() for p in str(value).split(sep) if p.strip()]
-    env.filters["quote"] = lambda value: f'"{value}"'
-    return env
+def _environment(dirs: Sequence[Path]) -> jinja2.Environment:
+    return sandbox_environment(_SnapshotLoader(dirs))
 
 
 def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,7 +294,7 @@ def _resolve_values(template: PromptTemplate, given: Mapping[str, Any]) -> dict[
     return values
 
 
-def _parse(env: _Sandbox, name: str, source: str, filename: str, offset: int, where: str) -> Any:
+def _parse(env: jinja2.Environment, name: str, source: str, filename: str, offset: int, where: str) -> Any:
     try:
         return env.parse(source, name, filename)
     except jinja2.TemplateSyntaxError as exc:
@@ -315,7 +303,7 @@ def _parse(env: _Sandbox, name: str, source: str, filename: str, offset: int, wh
                             template=name, line=(exc.lineno or 1) + offset) from exc
 
 
-def _collect(env: _Sandbox, ast: Any, name: str, deps: dict[str, Any]) -> None:
+def _collect(env: jinja2.Environment, ast: Any, name: str, deps: dict[str, Any]) -> None:
     """Every file ``ast`` imports/includes/extends, recursively: ``deps[ref] = (source, ast)``."""
     for ref in jinja2.meta.find_referenced_templates(ast):
         if ref is None:
@@ -334,7 +322,7 @@ def _collect(env: _Sandbox, ast: Any, name: str, deps: dict[str, Any]) -> None:
         _collect(env, deps[ref][1], ref, deps)
 
 
-def _check_declared(env: _Sandbox, name: str, variables: Mapping[str, TemplateVariable],
+def _check_declared(env: jinja2.Environment, name: str, variables: Mapping[str, TemplateVariable],
                     sources: list[tuple[str, str, int, Any]]) -> None:
     for label, source, offset, ast in sources:
         for var in sorted(jinja2.meta.find_undeclared_variables(ast) - set(variables)):
@@ -347,25 +335,27 @@ def _check_declared(env: _Sandbox, name: str, variables: Mapping[str, TemplateVa
                 line=line + offset if own and line else None)
 
 
-def _compile(env: _Sandbox, ast: Any, name: str, filename: str) -> jinja2.Template:
+def _compile(env: jinja2.Environment, ast: Any, name: str, filename: str) -> jinja2.Template:
     return env.template_class.from_code(env, env.compile(ast, name, filename), env.make_globals(None), None)
 
 
 def _render(template: jinja2.Template, values: Mapping[str, Any], name: str,
-            files: Mapping[str, tuple[str, int]], hint: str) -> str:
+            files: Mapping[str, tuple[str, int]], hint: str, *, part: str) -> str:
     try:
-        return tidy(template.render(values))
+        return tidy(render_bounded(template, values))
     except Exception as exc:  # whatever a template raises becomes a TemplateError with its line
         frames, tb = [], exc.__traceback__  # Jinja rewrites frames to the template file and its lines
         while tb is not None:
             if (where := files.get(tb.tb_frame.f_code.co_filename)) is not None:
                 frames.append((where[0], tb.tb_lineno + where[1]))
             tb = tb.tb_next
-        label, line = frames[0] if frames else ("body", None)
+        label, line = frames[0] if frames else (part, None)
         inner = f" (raised in {frames[-1][0]}, line {frames[-1][1]})" if frames and frames[-1][0] != label else ""
         found = re.search(r"attribute '([^']+)'", str(exc)) if isinstance(exc, jinja2.UndefinedError) else None
         undefined = re.search(r"'(\w+)' is undefined", str(exc)) if isinstance(exc, jinja2.UndefinedError) else None
-        if isinstance(exc, SecurityError) or found and (found[1].startswith("_") or found[1] in UNSAFE_NAMES):
+        if isinstance(exc, TemplateWorkError):
+            message = f"rendering the {label} stopped{inner}: {exc}"
+        elif isinstance(exc, SecurityError) or found and (found[1].startswith("_") or found[1] in UNSAFE_NAMES):
             message = (f"template tried to reach an unsafe attribute or operation in the {label}{inner} ({exc}); "
                        f"templates may only format their variables: remove that expression")
         elif isinstance(exc, jinja2.UndefinedError):
