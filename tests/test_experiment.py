@@ -42,9 +42,15 @@ def test_one_factor_at_a_time_expansion() -> None:
     assert {r.prompt for r in blue} == {"a blue circle"} and {r.guidance for r in blue} == {5.0}
 
 
-def test_a_level_equal_to_base_is_the_base_cell() -> None:
-    requests = expand(spec(vary={"guidance": [5, 9]}))
+def test_a_level_equal_to_base_is_the_base_cell_and_says_so() -> None:
+    notes: list[str] = []
+    requests = expand(spec(vary={"guidance": [5, 9]}), notes=notes)
     assert len(requests) == 4  # base (=5) and 9, × 2 seeds
+    assert notes == ["vary.guidance: level 5 is the base value, so its images are the base cell's (generated and "
+                     "logged once, under 'base')"]
+    notes.clear()
+    expand(spec(vary={"guidance": [2, 9]}), notes=notes)
+    assert notes == []
 
 
 def test_expansion_is_deterministic() -> None:
@@ -130,9 +136,12 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 
 
 def test_combinatorial_explosion_is_capped() -> None:
-    s = spec(seeds=list(range(50)), vary={"guidance": list(range(1, 30))}, max_images=100)
-    with pytest.raises(BudgetError, match="30 cells × 50 seeds = 1500 images, over max_images=100"):
-        expand(s)
+    # refused before the spec is validated, and again by expand (a spec built in code)
+    with pytest.raises(BudgetError, match="30 cells × 50 seeds = 1,500 images, over max_images=100"):
+        spec(seeds=list(range(50)), vary={"guidance": list(range(1, 30))}, max_images=100)
+    s = spec(seeds=list(range(50)), vary={"guidance": list(range(1, 30))}, max_images=1500)
+    with pytest.raises(BudgetError, match="30 cells × 50 seeds = 1,500 images, over max_images=100"):
+        expand(s.model_copy(update={"max_images": 100}))
 
 
 def test_unknown_template_variable_in_spec() -> None:
@@ -211,3 +220,84 @@ def test_backend_options_for_a_backend_the_spec_never_uses_are_refused() -> None
     with pytest.raises(SpecError, match=re.escape("at 'backend_options.replicate': the spec never runs on "
                                                   "backend 'replicate'; it runs on fake")):
         spec(backend_options={"replicate": {"deadline_s": 5}})
+
+
+# ------------------------------------------------------------------ checks on the values that reach the image
+
+def test_template_defaults_past_the_caps_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "wide.j2").write_text("---\ndescription: x\ndefaults: {width: 100000}\n---\na wide photo\n")
+    from workbench.prompts.templates import TemplateLibrary
+
+    s = parse_spec({"name": "w", "template": "wide", "backend": "fake", "model": "m", "seeds": [1]})
+    with pytest.raises(SpecError, match=r"params.width: 100000 from the 'defaults:' of template 'wide': input "
+                                        r"should be less than or equal to 8192; set 'params.width'"):
+        expand(s, library=TemplateLibrary([tmp_path]))
+    assert expand(parse_spec({**s.model_dump(exclude_defaults=True), "params": {"width": 512}}),
+                  library=TemplateLibrary([tmp_path]))[0].width == 512  # the spec's own value wins, and passes
+
+
+def test_model_defaults_past_the_caps_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"params.steps: 5000 from the defaults of model 'm'"):
+        expand(spec(params={}), model_defaults=lambda backend, model: {"steps": 5000})
+
+
+@pytest.mark.parametrize("changes, where", [
+    ({"seeds": ["2"]}, "seeds.0"), ({"seeds": [2.0]}, "seeds.0"), ({"seeds": [True]}, "seeds.0"),
+    ({"params": {"width": "64"}}, "params.width"), ({"params": {"steps": 4.0}}, "params.steps"),
+    ({"params": {"guidance": "7"}}, "params.guidance"), ({"max_images": "100"}, "max_images"),
+    ({"loras": [{"name": "a", "source": "x", "scale": "1"}]}, "loras.0.scale"),
+])
+def test_types_are_strict_not_coerced(changes: dict, where: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(f"at '{where}'")):
+        spec(**changes)
+    assert spec(params={"guidance": 7}).params.guidance == 7.0  # a whole number is a number
+
+
+def test_a_varied_variable_the_literal_prompt_never_uses_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"vary.var.size: the prompt never uses 'size' \(it uses colour\), so its "
+                                        r"levels would change nothing"):
+        expand(spec(vary={"var.size": ["big", "small"]}))
+    with pytest.raises(SpecError, match=r"grid.var.size: the prompt never uses 'size'"):
+        expand(spec(grid={"rows": {"factor": "var.size", "levels": ["a", "b"]},
+                          "cols": {"factor": "guidance", "levels": [1, 2]}}))
+    with pytest.raises(SpecError, match=r"variables: the prompt never uses 'size'"):
+        expand(spec(variables={"colour": "red", "size": "big"}))
+    # used in the negative prompt only: it changes the images
+    assert len(expand(spec(negative_prompt="{{ size }}", variables={"colour": "red", "size": "big"},
+                           vary={"var.size": ["small"]}))) == 4
+
+
+def test_a_level_that_changes_nothing_is_refused(tmp_path: Path) -> None:
+    # declared (so the spec may set it) but never used by the body: its levels would be the base's images
+    (tmp_path / "t.j2").write_text("---\ndescription: x\nvariables:\n  mood: {description: m, default: calm}\n"
+                                   "---\na photo\n")
+    from workbench.prompts.templates import TemplateLibrary
+
+    s = parse_spec({"name": "t", "template": "t", "backend": "fake", "model": "m", "seeds": [1],
+                    "vary": {"var.mood": ["calm", "wild"]}})
+    with pytest.raises(SpecError, match=r"vary.var.mood: level 'wild' gives the same images as the cell 'base', so "
+                                        r"it changes nothing"):
+        expand(s, library=TemplateLibrary([tmp_path]))
+    with pytest.raises(SpecError, match=r"grid: the cells 'width=64, size=32x32' and 'width=32, size=32x32' give "
+                                        r"the same images"):
+        expand(spec(grid={"rows": {"factor": "width", "levels": [32, 64]},
+                          "cols": {"factor": "size", "levels": ["32x32"]}}))
+
+
+def test_oversized_specs_are_refused_before_they_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(BudgetError, match=r"1 cells × 1,000,000 seeds = 1,000,000 images, over max_images=1,000"):
+        parse_spec({"name": "s", "prompt": "p", "model": "m", "seeds": list(range(10**6))})
+    with pytest.raises(BudgetError, match=r"1,000,001 cells × 1 seeds"):
+        parse_spec({"name": "s", "prompt": "p", "model": "m", "seeds": [1], "max_images": 10**5,
+                    "grid": {"rows": {"factor": "guidance", "levels": list(range(1000))},
+                             "cols": {"factor": "steps", "levels": list(range(1, 1001))}}})
+    big = tmp_path / "seeds.yaml"
+    big.write_text("name: s\nprompt: p\nmodel: m\nseeds: [" + ", ".join(map(str, range(300_000))) + "]\n")
+    with pytest.raises(SpecError, match=r"seeds.yaml is 2.\d MB; a spec is a few KB"):
+        load_spec(big)
+    bomb = tmp_path / "bomb.yaml"  # a few hundred bytes that hold 9**7 values once the aliases are followed
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 7)]
+    bomb.write_text("\n".join(["name: s", "prompt: p", "model: m", "seeds: [1]", *lines]) + "\n")
+    with pytest.raises(SpecError, match="holds over 500,000 values"):
+        load_spec(bomb)

@@ -31,16 +31,19 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import SpecError
+from ..errors import BudgetError, SpecError
 
 if TYPE_CHECKING:
     from ..prompts.templates import TemplateLibrary
 
 __all__ = ["ExperimentSpec", "Params", "GridAxis", "Grid", "Evaluate", "LoraEntry", "load_spec", "parse_spec",
            "check_template_variables",
-           "FACTOR_FIELDS", "SIZE_PATTERN", "DEFAULT_MAX_IMAGES"]
+           "budget_error", "FACTOR_FIELDS", "SIZE_PATTERN", "DEFAULT_MAX_IMAGES"]
 
 DEFAULT_MAX_IMAGES = 1000
+MAX_SPEC_BYTES = 1_000_000  # a spec is a few KB; a bigger file is a mistake (a million seeds), refused unread
+MAX_SPEC_VALUES = 500_000  # values in a spec once YAML aliases are followed (an alias bomb stops here)
+_STRICT = ConfigDict(extra="forbid", strict=True)  # unknown keys are refused, and "2" is not 2
 
 # Generation parameters a factor may vary, and the request fields each one changes.
 FACTOR_FIELDS: dict[str, tuple[str, ...]] = {
@@ -63,7 +66,7 @@ _LOCATED = re.compile(r"^((?:vary|grid|seeds|variables|params|options|backend_op
 class Params(BaseModel):
     """Base generation parameters (every factor not being varied stays here)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     width: int | None = Field(default=None, gt=0, le=8192)
     height: int | None = Field(default=None, gt=0, le=8192)
     steps: int | None = Field(default=None, gt=0, le=1000)
@@ -72,7 +75,7 @@ class Params(BaseModel):
 
 
 class GridAxis(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     factor: str
     levels: list[Any] = Field(min_length=1)
 
@@ -80,7 +83,7 @@ class GridAxis(BaseModel):
 class Grid(BaseModel):
     """A two-axis grid: every row level crossed with every column level, the rest at base."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     rows: GridAxis
     cols: GridAxis
 
@@ -93,7 +96,7 @@ class Evaluate(BaseModel):
     so they are not part of any run key.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     clip: str | None = Field(default=None, min_length=1)
 
 
@@ -104,7 +107,7 @@ class LoraEntry(BaseModel):
     or a hub id ``owner/name``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)
     source: str = Field(min_length=1)
     weight_name: str | None = None
@@ -115,7 +118,7 @@ class LoraEntry(BaseModel):
 class ExperimentSpec(BaseModel):
     """A controlled experiment. Unknown keys are rejected; see the module docstring for an example."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     name: str = Field(min_length=1, max_length=200, pattern=r"^[\w][\w .\-]*$")
     description: str = ""
     template: str | None = None
@@ -277,11 +280,46 @@ def _check_level(factor: str, level: Any) -> None:
         raise bad("a plain value (string, number or boolean)")
 
 
+def budget_error(n_cells: int, n_seeds: int, max_images: int) -> BudgetError:
+    """The error of a spec whose cells × seeds are over its ``max_images``."""
+    return BudgetError(f"the spec expands to {n_cells:,} cells × {n_seeds:,} seeds = {n_cells * n_seeds:,} images, "
+                       f"over max_images={max_images:,}; reduce the levels or seeds, or raise 'max_images' in the "
+                       f"spec")
+
+
+def _check_scale(data: Mapping[str, Any]) -> None:
+    """Refuse an oversized spec before validating it (validating a million seeds alone takes seconds)."""
+    def count(value: Any) -> int | None:
+        return len(value) if isinstance(value, list) else None
+
+    seeds, cap, vary, grid = data.get("seeds"), data.get("max_images", DEFAULT_MAX_IMAGES), data.get("vary"), \
+        data.get("grid")
+    levels = [count(v) for v in vary.values()] if isinstance(vary, Mapping) else []
+    axes = [count(grid.get(axis, {}).get("levels")) if isinstance(grid.get(axis), Mapping) else None
+            for axis in ("rows", "cols")] if isinstance(grid, Mapping) else [0, 0]
+    if isinstance(cap, int) and count(seeds) and None not in levels and None not in axes:
+        n_cells = 1 + sum(levels) + axes[0] * axes[1]  # type: ignore[operator]
+        if n_cells * len(seeds) > cap:
+            raise budget_error(n_cells, len(seeds), cap)
+    seen, stack = 0, [data]
+    while stack:  # YAML aliases can make a small file hold billions of values
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_SPEC_VALUES:
+            raise SpecError(f"the spec holds over {MAX_SPEC_VALUES:,} values (YAML aliases included); a spec "
+                            f"lists levels and seeds, not data: shorten it")
+        if isinstance(value, Mapping):
+            stack += [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            stack += value
+
+
 def parse_spec(data: Any, *, source: str = "spec") -> ExperimentSpec:
     """Validate a mapping as an ``ExperimentSpec``; errors name the offending key."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{source}: an experiment spec must be a YAML mapping (key: value), "
                         f"got {type(data).__name__}")
+    _check_scale(data)
     try:
         return ExperimentSpec.model_validate(dict(data))
     except ValidationError as exc:
@@ -322,11 +360,15 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a spec file (YAML, loaded safely)."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path} is {size / 1e6:.1f} MB; a spec is a few KB (over {MAX_SPEC_BYTES / 1e6:.0f} MB is "
+                            f"refused unread): list fewer seeds or levels")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's safe loader
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
     return parse_spec(data, source=str(path))
