@@ -14,7 +14,9 @@ other ``WorkbenchError`` → 1.
     │   ├── MetadataError              PNG without (valid) workbench or A1111 metadata
     │   ├── UnknownRunError            no such run id in the store (or neither a run id nor a file)
     │   ├── NotReproducibleError       a run or file without an image or a rebuildable request
-    │   └── ScoringModelError          a scoring model (CLIP) named that cannot be found or loaded
+    │   ├── ScoringModelError          a scoring model (CLIP) named that cannot be found or loaded
+    │   ├── StoreNotFoundError         a local MLflow store that does not exist, asked by a command that only reads
+    │   └── NotWritableError           a folder the workbench must write (its home, a store) is not writable
     ├── BackendError                   a backend call failed
     │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
     │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
@@ -45,6 +47,8 @@ __all__ = [
     "UnknownRunError",
     "NotReproducibleError",
     "ScoringModelError",
+    "StoreNotFoundError",
+    "NotWritableError",
     "BackendError",
     "AuthenticationError",
     "QuotaError",
@@ -126,6 +130,14 @@ class NotReproducibleError(UserInputError):
 
 class ScoringModelError(UserInputError):
     """A scoring model (the CLIP of ``evaluate: {clip: ...}`` or ``--clip``) cannot be found or loaded."""
+
+
+class StoreNotFoundError(UserInputError):
+    """A local tracking store (SQLite file, ``file:`` folder) that does not exist: reading creates nothing."""
+
+
+class NotWritableError(UserInputError):
+    """A folder or file the workbench must write is read-only or missing its permissions (names the path)."""
 
 
 class BackendError(WorkbenchError):

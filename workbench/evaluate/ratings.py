@@ -124,7 +124,7 @@ def rate(run_id: str, rating: int, *, rater: str | None = None, tracking_uri: st
     """
     value = _value(rating)
     rater = check_rater(rater) if rater is not None else default_rater()
-    tracker = tracker or Tracker(tracking_uri)
+    tracker = tracker or Tracker(tracking_uri, create=False)  # its runs must be there: never make a store
     record = _rateable(tracker, run_id)
     ratings = {k: v for k, v in record.metrics.items() if k.startswith(RATING_PREFIX)}
     ratings[RATING_PREFIX + rater] = float(value)
@@ -146,7 +146,7 @@ def pick_best(run_id: str, row: Sequence[str], *, rater: str | None = None, trac
         {'a1…': 0.0, 'b2…': 1.0, 'c3…': 0.0}
     """
     rater = check_rater(rater) if rater is not None else default_rater()
-    tracker = tracker or Tracker(tracking_uri)
+    tracker = tracker or Tracker(tracking_uri, create=False)  # its runs must be there: never make a store
     members = list(dict.fromkeys([*row, run_id]))
     records = [_rateable(tracker, member) for member in members]  # all checked before anything is written
     written = {}

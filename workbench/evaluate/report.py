@@ -74,7 +74,7 @@ def report(experiment: str, *, metric: str | None = None, higher: bool | None = 
         >>> rep.factor("guidance").best, rep.artifacts  # doctest: +SKIP
         ('12.0', ['report/effects-image.sharpness.json', 'report/effects-image.sharpness.png'])
     """
-    tracker = tracker or Tracker(tracking_uri)
+    tracker = tracker or Tracker(tracking_uri, create=False)  # its runs must be there: never make a store
     tracker.check()
     records = finished_records(tracker, experiment)
     chosen = metric or default_metric([r for r in records if r.outcome == "FINISHED"])

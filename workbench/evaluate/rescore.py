@@ -54,7 +54,7 @@ def rescore(experiment: str, *, clip: str | None = None, tracking_uri: str | Non
         >>> rescore("quickstart", clip="openai/clip-vit-base-patch32")  # doctest: +SKIP
         RescoreSummary(experiment='quickstart', runs=15, scored=15, skipped=0, metrics=['clip_score', ...])
     """
-    tracker = tracker or Tracker(tracking_uri)
+    tracker = tracker or Tracker(tracking_uri, create=False)  # its runs must be there: never make a store
     tracker.check()
     records = [r for r in finished_records(tracker, experiment) if r.outcome == "FINISHED"]
     scoring = scoring_for(ScoreConfig(clip=clip))

@@ -181,7 +181,7 @@ def batch_store(tracker: Tracker, origin: Origin, explicit_uri: str | None) -> T
     """Where the other images of a PNG's batch are: the store it names, unless one was given."""
     if origin.kind != "png" or explicit_uri or os.environ.get("MLFLOW_TRACKING_URI") or not origin.recorded_uri:
         return tracker
-    recorded = Tracker(origin.recorded_uri)
+    recorded = Tracker(origin.recorded_uri, create=False)
     if recorded.uri == tracker.uri:
         return tracker
     try:

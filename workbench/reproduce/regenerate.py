@@ -33,6 +33,7 @@ from ..errors import (
     BackendError,
     NotReproducibleError,
     ReproductionFailedError,
+    StoreNotFoundError,
     TrackingError,
     UnknownRunError,
     UserInputError,
@@ -91,7 +92,8 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
         >>> report = reproduce("out/image.png", log=False)  # doctest: +SKIP
         >>> print(report.to_text())  # doctest: +SKIP
     """
-    tracker = Tracker(tracking_uri)
+    # Only logging the reproduction of a file may make a store: a run id must be in one that exists.
+    tracker = Tracker(tracking_uri, create=log and Path(str(source)).is_file())
     backend_name = backend if isinstance(backend, str) else None
     origin = load_origin(source, tracker, model, backend_name)
     engine, request = _backend(backend, origin.request)
@@ -130,7 +132,7 @@ def reproduce(source: str | Path, *, tracking_uri: str | None = None, exact_batc
                 requests, where, batch_notes = _whole_batch(tracker, origin, tracking_uri)
                 notes += batch_notes
                 requests = [r.replace(backend=request.backend) for r in requests]
-            except (NotReproducibleError, TrackingError) as exc:
+            except (NotReproducibleError, TrackingError, StoreNotFoundError) as exc:
                 if exact_batch:
                     raise
                 alone_why = f"because its batch cannot be rebuilt: {exc}"

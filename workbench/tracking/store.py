@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import default_artifact_root, is_local_sqlite, public_uri, resolve_tracking_uri
-from ..errors import TrackingError, UnknownRunError
+from ..errors import TrackingError, UnknownRunError, WorkbenchError
 from ..prompts.diff import diff_prompts
 from ..provenance.png import text_chunks
 from ..types import GeneratedImage, GenerationResult
 from . import schema
 from .artifacts import write_image_artifacts
+from .local_store import check_local_store, local_store_path
 from .schema import RunRecord, image_tags, request_params, run_name
 
 if TYPE_CHECKING:
@@ -42,8 +43,11 @@ class Tracker:
         >>> [r.outcome for r in tracker.records("quickstart")]  # doctest: +SKIP
     """
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
+    def __init__(self, tracking_uri: str | None = None, *, create: bool = True) -> None:
+        """``create=False``: a command that only reads; a local store that does not exist is an error
+        (``StoreNotFoundError``), never created."""
         self.uri = resolve_tracking_uri(tracking_uri)
+        self.create = create
         self._client: MlflowClient | None = None
         self._lock = threading.RLock()  # reentrant: experiment_id holds it while the client may be made
 
@@ -74,8 +78,7 @@ class Tracker:
         # "Creating initial MLflow database tables..." and friends are noise in a CLI.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
-        if is_local_sqlite(self.uri):
-            Path(self.uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        check_local_store(self.uri, self.display_uri, create=self.create)  # before MLflow makes or stalls on it
         client = MlflowClient(tracking_uri=self.uri)
         if is_local_sqlite(self.uri):
             _fast_sqlite(client)
@@ -89,6 +92,11 @@ class Tracker:
     @property
     def display_uri(self) -> str:
         return public_uri(self.uri) or self.uri
+
+    def exists(self) -> bool:
+        """False for a local store not created yet (nothing is logged there); True for any other store."""
+        path = local_store_path(self.uri)
+        return path is None or path.exists()
 
     def check(self, timeout_s: float = 5.0) -> None:
         """Fail fast, with a clear message, when the store cannot be reached.
@@ -107,10 +115,13 @@ class Tracker:
                                     f"...), or pass --tracking-uri for another store") from None
         try:
             self.client.search_experiments(max_results=1)
+        except WorkbenchError:  # a local store missing or not writable: already says what and where
+            raise
         except Exception as exc:
+            hint = ("check that the file is an MLflow SQLite store this user can read and write"
+                    if local_store_path(self.uri) else "Start the server") + ", or pass --tracking-uri for another store"
             raise TrackingError(f"cannot reach the MLflow tracking store at {self.display_uri}: "
-                                f"{type(exc).__name__}: {str(exc)[:300]}. Start the server, or pass "
-                                f"--tracking-uri for another store") from exc
+                                f"{type(exc).__name__}: {str(exc)[:300]}. {hint}") from exc
 
     # -- experiments ------------------------------------------------------------------------------
     def experiment_id(self, name: str, *, create: bool = True) -> str | None:

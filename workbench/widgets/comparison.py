@@ -80,7 +80,7 @@ class ComparisonGrid:
         if seeds not in (SIDE_BY_SIDE, PAGED):
             raise UserInputError(f"seeds must be '{SIDE_BY_SIDE}' or '{PAGED}', got {seeds!r}")
         self.experiment = experiment
-        self.tracker = tracker or Tracker(tracking_uri)
+        self.tracker = tracker or Tracker(tracking_uri, create=False)  # reading creates nothing
         self.tracking_uri = self.tracker.uri
         self.page_size = page_size
         self.tile_size = tile_size
