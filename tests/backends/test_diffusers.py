@@ -98,7 +98,11 @@ def test_environment_fingerprint(backend: DiffusersBackend) -> None:
     assert env["call"] == {"num_inference_steps": 4, "width": 64, "height": 64, "guidance_scale": 7.5}
     # The batch position has one home, the result (the environment holds the setup only)
     assert (result.batch_size, result.batch_index) == (1, 0) and "batch_size" not in env
-    assert json.loads(json.dumps(env))["scheduler_config"] == json.loads(json.dumps(env["scheduler_config"]))
+    plain = json.loads(json.dumps(env))  # raises on anything JSON cannot hold: no default=str hides an object
+    scheduler = plain["scheduler_config"]  # the embedded model's DPM-Solver, as models/embedded.py builds it
+    assert (scheduler["beta_start"], scheduler["beta_end"], scheduler["beta_schedule"],
+            scheduler["num_train_timesteps"], scheduler["steps_offset"]) == (0.00085, 0.012, "scaled_linear", 1000, 1)
+    assert plain["call"] == env["call"] and plain["weights_hash"] == env["weights_hash"]
 
 
 def test_validation_names_allowed_values(backend: DiffusersBackend) -> None:

@@ -96,7 +96,10 @@ def test_every_profile_generates_a_decoded_image(backend: OpenAIBackend, openai_
     assert result.original_bytes and len(result.original_bytes) > 50
     assert result.backend_ids["request_id"].startswith("req_")
     (drawn,) = openai_env.image_seeds[result.backend_ids["request_id"]]
-    assert quadrant_colours(result.image)[0] == expected_colours(request.prompt, drawn)[0] or expected_format == "jpeg"
+    # every quadrant is the colour the stand-in drew; JPEG and lossy WebP keep flat colours within a few levels
+    tolerance = 0 if expected_format == "png" else 12
+    for got, want in zip(quadrant_colours(result.image), expected_colours(request.prompt, drawn), strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) <= tolerance, (expected_format, got, want)
     assert "seed_not_controlled" in result.flags
     if backend.estimate_cost(request) is not None:
         assert result.cost_usd is not None and result.cost_usd > 0
