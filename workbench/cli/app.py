@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -233,15 +232,17 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @handle_errors
 def ui(tracking_uri: str | None, port: int, host: str) -> None:
-    """Open the MLflow UI on the store (default: the embedded one)."""
+    """Open the MLflow UI on the store (default: the embedded one): one light local server, stopped whole."""
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
         click.echo(f"{public_uri(uri) or uri} is a tracking server: open it in a browser; it serves the MLflow UI")
         return
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    from ..tracking.local_store import check_local_store
+    from .ui import serve_ui
+
+    check_local_store(uri, public_uri(uri) or uri, create=False)  # looking creates nothing (nor does MLflow)
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C to stop)")
-    raise SystemExit(subprocess.call(command))
+    raise SystemExit(serve_ui(uri, host, port))
 
 
 @cli.group()
