@@ -190,7 +190,9 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 @click.option("--rows", default="seed", show_default=True, help="Factor down the side (or 'seed').")
 @click.option("--cols", required=True, help="Factor across the top, e.g. guidance or var.lighting.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Hold a parameter at a value.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The grid file, in the format its suffix names: .png (which also names the run of every "
+                   "cell), .jpg / .jpeg or .webp.")
 @handle_errors
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
