@@ -84,3 +84,44 @@ def test_api_and_hub_models_keep_their_name_as_identity(fake_backend) -> None:
     plan = make_plan(spec())
     assert {r.model_hash for r in plan.requests} == {None}
     assert "model_hash" not in plan.requests[0].image_fields()
+
+
+def huge_grid(**changes):  # type: ignore[no-untyped-def]
+    data = {"name": "huge", "prompt": "a red circle", "backend": "fake", "model": "m", "seeds": [1],
+            "max_images": 10**7, "grid": {"rows": {"factor": "guidance", "levels": [i / 100 for i in range(1000)]},
+                                          "cols": {"factor": "steps", "levels": list(range(1, 1001))}}}
+    return parse_spec({**data, **changes})
+
+
+def test_a_million_cell_plan_is_summarised_not_built(tracking_uri: str, tmp_path: Path) -> None:
+    # the speed is in benchmarks/plan_scale.py (docs/benchmarks.md, "Huge and hostile specs"); here: the shape
+    plan = make_plan(huge_grid(), tracker=Tracker(tracking_uri), summarise=True)
+    assert plan.summary is not None and (plan.summary.cells, plan.summary.images) == (1_000_001, 1_000_001)
+    assert [r.label for r in plan.rows] == ["base", *(f"guidance×steps=0.0 × {s}" for s in range(1, 5)),
+                                            *(f"guidance×steps=9.99 × {s}" for s in range(996, 1001))]
+    assert len(plan.requests) == 10 and plan.total_images == 1_000_001
+    assert plan.to_dict()["summary"] == {"cells": 1_000_001, "cells_shown": 10, "images": 1_000_001}
+    # the CLI: the first and last rows, a count of the rest, the totals for every cell
+    from click.testing import CliRunner
+
+    from workbench.cli import cli
+
+    path = tmp_path / "huge.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(huge_grid().model_dump(exclude_defaults=True)))
+    result = CliRunner().invoke(cli, ["plan", str(path), "--tracking-uri", tracking_uri])
+    assert result.exit_code == 0, result.output
+    assert "999,991 more cells" in result.output and "1,000,001 cells × 1 seeds" in result.output
+    assert "9.99 × 1000" in result.output and "0.0 × 1 " in result.output
+    assert len(result.output.splitlines()) < 40  # not a million rows
+    # a small plan is never summarised, and `run` always plans every cell
+    assert make_plan(spec(), summarise=True).summary is None
+    assert make_plan(huge_grid(grid=None), summarise=True).summary is None
+
+
+def test_a_million_seeds_are_refused_before_anything_is_built() -> None:
+    from workbench.errors import BudgetError
+
+    with pytest.raises(BudgetError, match=r"1 cells × 1,000,000 seeds = 1,000,000 images, over max_images=1,000"):
+        parse_spec({"name": "s", "prompt": "p", "backend": "fake", "model": "m", "seeds": list(range(10**6))})

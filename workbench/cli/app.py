@@ -71,9 +71,12 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
     from ..tracking.store import Tracker
 
     loaded = load_spec(spec)
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    result = make_plan(loaded, tracker=tracker, experiment=experiment, clip=clip)
+    tracker = Tracker(tracking_uri, create=False)  # looking creates nothing
+    exists = tracker.exists()  # a store not made yet holds nothing done
+    if exists:
+        tracker.check()
+    result = make_plan(loaded, tracker=tracker if exists else None, experiment=experiment, clip=clip,
+                       summarise=True)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -86,17 +89,26 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
         ("images", "right"), ("logged", "right"), ("to run", "right"), ("time", "right"), ("cost", "right")]
     for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for row in result.rows:
+    summary = result.summary
+    for index, row in enumerate(result.rows):
+        if summary and index == len(result.rows) // 2:  # a summary: the first cells, this line, the last ones
+            table.add_row("…", f"{summary.cells - len(result.rows):,} more cells", *([""] if several else []),
+                          "", "", "", "", "")
         level = row.label.split("=", 1)[1] if "=" in row.label else row.label
         table.add_row(row.group, level, *([f"{row.backend}:{row.model}"] if several else []), str(row.images),
                       str(row.done), str(row.to_run), _duration(row.est_seconds),
                       "unknown" if row.est_cost is None else f"${row.est_cost:.2f}")
     table.add_section()
-    table.add_row("total", f"{len(result.rows)} cells × {len(loaded.seeds)} seeds", *([""] if several else []),
-                  str(result.total_images), str(len(result.done)), str(len(result.todo)),
-                  _duration(result.est_seconds),
-                  f"${result.est_cost:.2f}" + (" + unknown" if result.cost_unknown else ""))
+    approx = "≈ " if summary else ""
+    table.add_row("total", f"{summary.cells if summary else len(result.rows):,} cells × {len(loaded.seeds):,} seeds",
+                  *([""] if several else []), f"{result.total_images:,}", "?" if summary else str(len(result.done)),
+                  "?" if summary else str(len(result.todo)), approx + _duration(result.est_seconds),
+                  approx + f"${result.est_cost:.2f}" + (" + unknown" if result.cost_unknown else ""))
     out.print(table)
+    if summary:
+        out.print(f"summary: {summary.cells:,} cells; the {len(result.rows)} shown (the first and the last) were "
+                  f"planned in full (checks, run keys, what is logged), time and cost are extrapolated from them. "
+                  f"`workbench run` plans every cell before it starts.")
     if len(result.cost_by_backend()) > 1 or result.est_cost:
         out.print("cost by backend: " + ", ".join(f"{k} ${v:.2f}" for k, v in result.cost_by_backend().items()))
     for warning in result.warnings:
@@ -112,7 +124,10 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
             out.print(f"[dim]scores: {line.name}: {escape(line.note)}[/]")
         else:
             out.print(f"scores: {line.name}: {', '.join(line.metrics)} on {line.images} image(s) to run")
-    out.print(f"{len(result.batches)} batch(es); store: {tracker.display_uri}. Nothing was generated.")
+    batches = "" if summary else f"{len(result.batches)} batch(es); "
+    store = tracker.display_uri if exists else (f"{tracker.display_uri}, which does not exist yet (nothing is logged "
+                                                f"there; `workbench run` creates it)")
+    out.print(f"{batches}store: {store}. Nothing was generated.")
 
 
 @cli.command()
@@ -190,9 +205,7 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 @click.option("--rows", default="seed", show_default=True, help="Factor down the side (or 'seed').")
 @click.option("--cols", required=True, help="Factor across the top, e.g. guidance or var.lighting.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Hold a parameter at a value.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The grid file, in the format its suffix names: .png (which also names the run of every "
-                   "cell), .jpg / .jpeg or .webp.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @handle_errors
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
@@ -208,7 +221,7 @@ def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where:
         if not sep:
             raise UserInputError(f"--where '{item}' is not KEY=VALUE")
         fixed[key] = value
-    tracker = Tracker(tracking_uri)
+    tracker = Tracker(tracking_uri, create=False)  # looking creates nothing
     tracker.check()
     if tracker.experiment_id(experiment, create=False) is None:
         names = tracker.experiment_names()

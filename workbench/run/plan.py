@@ -3,6 +3,10 @@
 ``make_plan`` expands the spec, validates every request against its backend (so a request the
 backend can't honour fails here, naming the allowed values), looks up finished runs by run key,
 and groups what is left into batches. Nothing is generated.
+
+A plan of more than ``SUMMARY_CELLS`` cells, asked with ``summarise=True`` (what ``workbench plan`` does), is a
+summary: the first and last ``SHOWN_CELLS`` cells are expanded, validated, costed and looked up, and the rest are
+counted, not built (a million-cell grid answers at once). ``run`` always plans every cell.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ from ..backends.base import Backend
 from ..backends.registry import get_backend
 from ..errors import UnsupportedRequestError
 from ..evaluate.scoring import ScoreConfig, ScoreLine, describe, score_config, scoring_for
-from ..experiments.expand import expand
+from ..experiments.expand import count_cells, expand, summary_cells
 from ..experiments.spec import ExperimentSpec
 from ..prompts.templates import TemplateLibrary
 from ..tracking.schema import LATENCY_METRIC, RunRecord
 from ..tracking.store import Tracker
 from ..types import GenerationRequest
 
-__all__ = ["Plan", "PlanRow", "make_plan", "make_batches"]
+__all__ = ["Plan", "PlanRow", "PlanSummary", "make_plan", "make_batches", "SUMMARY_CELLS"]
+
+SUMMARY_CELLS = 200  # a plan of more cells can be a summary (its table would be too long to read anyway)
+SHOWN_CELLS = 5  # a summary shows the first and the last this many cells
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,14 @@ class PlanRow:
         return self.images - self.done
 
 
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a summarised plan counts without building: every cell and image of the spec."""
+
+    cells: int
+    images: int  # cells × seeds (cells equal to another, such as a grid cell at the base levels, count twice)
+
+
 @dataclass
 class Plan:
     spec: ExperimentSpec
@@ -57,6 +72,7 @@ class Plan:
     backends: dict[str, Backend] = field(default_factory=dict)
     scoring: ScoreConfig = field(default_factory=ScoreConfig)  # what is scored beyond the defaults (CLIP)
     warnings: list[str] = field(default_factory=list)  # what the backends say before anything is sent
+    summary: PlanSummary | None = None  # set when only some cells were planned (``rows``, ``requests``)
 
     @property
     def scores(self) -> list[ScoreLine]:
@@ -69,17 +85,24 @@ class Plan:
 
     @property
     def total_images(self) -> int:
-        return len(self.requests)
+        return self.summary.images if self.summary else len(self.requests)
+
+    @property
+    def _scale(self) -> float:
+        """From the cells planned to all of them (1 unless summarised)."""
+        return self.summary.images / len(self.requests) if self.summary and self.requests else 1.0
 
     @property
     def est_seconds(self) -> float | None:
+        """Seconds for what is left; a summary's is extrapolated from the cells it planned."""
         values = [r.est_seconds for r in self.rows if r.to_run]
-        return None if any(v is None for v in values) else sum(v or 0.0 for v in values)
+        return None if any(v is None for v in values) else sum(v or 0.0 for v in values) * self._scale
 
     @property
     def est_cost(self) -> float:
-        """The cost of the images that can be priced (``cost_unknown`` names the cells that cannot)."""
-        return sum(r.est_cost or 0.0 for r in self.rows)
+        """The cost of the images that can be priced (``cost_unknown`` names the cells that cannot); a
+        summary's is extrapolated from the cells it planned."""
+        return sum(r.est_cost or 0.0 for r in self.rows) * self._scale
 
     @property
     def cost_unknown(self) -> list[str]:
@@ -89,12 +112,14 @@ class Plan:
     def cost_by_backend(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for row in self.rows:
-            out[row.backend] = out.get(row.backend, 0.0) + (row.est_cost or 0.0)
+            out[row.backend] = out.get(row.backend, 0.0) + (row.est_cost or 0.0) * self._scale
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment, "images": self.total_images, "done": len(self.done),
+            "summary": None if self.summary is None else {"cells": self.summary.cells, "cells_shown": len(self.rows),
+                                                          "images": self.summary.images},
             "to_run": len(self.todo), "batches": len(self.batches), "est_seconds": self.est_seconds,
             "est_cost_usd": self.est_cost, "cost_by_backend": self.cost_by_backend(),
             "cost_unknown": self.cost_unknown, "uncontrolled": self.uncontrolled,
@@ -135,10 +160,14 @@ def _seconds_per_image(history: list[RunRecord], backend: Backend, request: Gene
 
 
 def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experiment: str | None = None,
-              library: TemplateLibrary | None = None, max_batch: int | None = None, clip: str | None = None) -> Plan:
+              library: TemplateLibrary | None = None, max_batch: int | None = None, clip: str | None = None,
+              summarise: bool = False) -> Plan:
     """Expand, validate and cost ``spec``; with a ``tracker``, mark what is already logged. ``clip`` (a CLIP
-    model, ``--clip``) overrides the spec's ``evaluate.clip``."""
+    model, ``--clip``) overrides the spec's ``evaluate.clip``. ``summarise``: over ``SUMMARY_CELLS`` cells, plan
+    only the first and last ones (``Plan.summary`` counts the rest)."""
     experiment = experiment or spec.name
+    n_cells = count_cells(spec)
+    summary = PlanSummary(n_cells, n_cells * len(spec.seeds)) if summarise and n_cells > SUMMARY_CELLS else None
     scoring = score_config(spec, clip)
     scoring_for(scoring).check()  # a CLIP model name that cannot work fails here, loading nothing
     backends: dict[str, Backend] = {}
@@ -148,11 +177,13 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
             backends[name] = get_backend(name)
         return backends[name]
 
+    notes: list[str] = []  # levels equal to the base value
     requests = expand(spec, library=library,
                       seeds_supported=lambda name, model: backend(name).capabilities(model).seeds,
-                      model_defaults=lambda name, model: backend(name).defaults(model))
+                      model_defaults=lambda name, model: backend(name).defaults(model), notes=notes,
+                      only=summary_cells(spec, SHOWN_CELLS) if summary else None)
     uncontrolled: dict[str, dict[str, str]] = {}
-    warnings: dict[str, None] = {}
+    warnings: dict[str, None] = dict.fromkeys(notes)
     for request in requests:
         b = backend(request.backend)
         try:
@@ -193,7 +224,8 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
     todo_all = [r for r in requests if r.run_key not in done]
     return Plan(spec=spec, experiment=experiment, requests=requests, done=done, rows=rows,
                 batches=make_batches(todo_all, backends, max_batch or spec.max_batch),
-                uncontrolled=uncontrolled, backends=backends, scoring=scoring, warnings=list(warnings))
+                uncontrolled=uncontrolled, backends=backends, scoring=scoring, warnings=list(warnings),
+                summary=summary)
 
 
 def _cost(backend: Backend, requests: Sequence[GenerationRequest]) -> float | None:

@@ -67,13 +67,17 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
         spec_text = Path(spec).read_text(encoding="utf-8") if Path(spec).is_file() else None
         spec = load_spec(spec)
     tracker = Tracker(tracking_uri)
-    tracker.check()  # before anything is generated
-    recover(tracker, experiment or spec.name)
-    plan = make_plan(spec, tracker=tracker, experiment=experiment, library=library, max_batch=max_batch,
-                     clip=clip)
+    exists = tracker.exists()  # a local store not made yet holds nothing: made only once every check passed
+    if exists:
+        tracker.check()  # before anything is generated
+        recover(tracker, experiment or spec.name)
+    plan = make_plan(spec, tracker=tracker if exists else None, experiment=experiment, library=library,
+                     max_batch=max_batch, clip=clip)
     if max_cost is not None and plan.est_cost > max_cost:
         raise BudgetError(f"the plan is estimated at ${plan.est_cost:.2f}, over --max-cost ${max_cost:.2f}; "
                           f"reduce the sweep or raise the budget")
+    if not exists:
+        tracker.check()  # creates the store (or says which folder is not writable)
     return run_plan(plan, tracker, spec_text=spec_text, progress=progress, grids_dir=grids_dir,
                     make_grids=make_grids, retry=retry, ray=ray)
 
