@@ -190,12 +190,22 @@ def test_plan_is_a_table_and_generates_nothing(tracking_uri: str) -> None:
 def test_bad_input_exits_2_and_generates_nothing(spec: str, message: str, tmp_path: Path, tracking_uri: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(spec)
+    store = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    def files() -> list[str]:  # SQLite's own journal files (-wal, -shm) come and go with any reader
+        return sorted(p.name for p in store.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+    before = files()
+    fresh = tmp_path / "fresh"  # a store not created yet: bad input must not create it either
     for command in ("plan", "run"):
-        result = invoke(command, path, "--tracking-uri", tracking_uri)
-        assert result.exit_code == 2, result.output
-        assert "error:" in result.output and message in result.output
+        for uri in (tracking_uri, f"sqlite:///{fresh}/mlflow.db"):
+            result = invoke(command, path, "--tracking-uri", uri)
+            assert result.exit_code == 2, result.output
+            assert "error:" in result.output and message in result.output
     client = MlflowClient(tracking_uri)
+    assert client.search_experiments() == [] or all(e.name == "Default" for e in client.search_experiments())
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+    assert files() == before  # no artifacts folder, no spool, nothing
+    assert not fresh.exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -225,6 +235,23 @@ def test_unreachable_store_is_a_clear_error_before_anything_runs(tmp_path: Path,
     result = invoke("run", spec, "--tracking-uri", "http://127.0.0.1:9")
     assert result.exit_code == 1 and "cannot reach the MLflow tracking server" in result.output
     assert fake_backend.calls == []  # nothing was generated
+
+
+def test_the_console_script_itself_runs_and_exits_with_the_codes(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("workbench")  # what `pip install` puts on PATH
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0 and "version" in version.stdout
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("name: s\nprompt: a cat\nbackend: fake\nmodel: m\nseeds: [1, 2]\n")
+    bad.write_text("name: s\nprompt: a cat\nbackend: fake\nmodel: m\nseeds: ['2']\n")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    planned = subprocess.run([str(script), "plan", str(good), "--tracking-uri", uri], capture_output=True, text=True,
+                             timeout=120)
+    assert planned.returncode == 0 and "Nothing was generated" in planned.stdout, planned.stderr
+    refused = subprocess.run([str(script), "run", str(bad), "--tracking-uri", uri], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2 and "at 'seeds.0': Input should be a valid integer" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "store").exists()
 
 
 def test_console_script_and_module_entry_points() -> None:
