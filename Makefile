@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 .PHONY: demo test test-fast install install-test browser-deps postgres-deps embedded ui bench-cpu bench-gpu bench-server clean help
 
 help:
-	@echo "make demo       set up .venv, build the embedded model, run experiments/quickstart.yaml"
+	@echo "make demo       set up .venv and run experiments/quickstart.yaml on the embedded shapes model"
 	@echo "make test       set up .venv with test extras (and Debian's chromium) and run the whole suite"
 	@echo "make bench-cpu  CPU throughput and planning benchmarks (a few minutes; writes docs/benchmarks.md)"
 	@echo "make bench-gpu  the same throughput benchmark on an NVIDIA GPU (SD 1.5 architecture, random weights)"
@@ -54,8 +54,8 @@ postgres-deps:
 embedded: install
 	$(WB) embedded build
 
+# The shapes model ships in the package (workbench/models/shapes/weights): nothing to build or download.
 demo: install
-	$(WB) embedded build
 	$(WB) run experiments/quickstart.yaml
 
 test: install-test
@@ -79,11 +79,13 @@ bench-server: install
 bench-gpu: install
 	$(PY) benchmarks/throughput.py --device cuda
 
-# Train the shapes demo model on a CUDA machine (docs/demo-model.md). No `install` prerequisite: the GPU
-# machine has no network, so point PY at its Python, e.g. `make train-demo-model PY=python3 ARGS="--steps 6000"`.
+# Train the shapes demo model again, on this CPU (about 80 minutes on 2 cores; docs/demo-model.md). It
+# checkpoints every 5 minutes under ~/.cache/workbench/shapes-train: `make train-demo-model ARGS=--resume`
+# goes on after a stop. The result replaces nothing: copy $(SHAPES_OUT) into workbench/models/shapes/weights.
+SHAPES_OUT ?= $(HOME)/.cache/workbench/shapes-final
 .PHONY: train-demo-model
-train-demo-model:
-	$(PY) -m workbench.models.shapes.train --out models/shapes-demo --device cuda --seed 0 $(ARGS)
+train-demo-model: install
+	$(PY) -m workbench.models.shapes.train --out $(SHAPES_OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .workbench .pytest_cache

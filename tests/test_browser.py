@@ -96,21 +96,21 @@ def test_compare_notebook_renders_the_grid_in_chromium(
             grids = page.locator(".wb-comparison-grid")
             assert grids.count() == 2
             first, cross = grids.nth(0), grids.nth(1)
-            # seeds × lighting: 9 images; guidance × lighting at seed 1, one factor at a time: 5 images
+            # seeds × colours: 9 images; guidance × colour at seed 1, one factor at a time: 5 images
             assert first.locator(".wb-grid img").count() == 9
             assert cross.locator(".wb-grid img").count() == 5
             assert cross.locator(".wb-status-missing").count() == 4  # the "not run" corners
             assert first.locator(".wb-row-label").all_inner_texts() == ["seed 1", "seed 2", "seed 3"]
             columns = [t.replace("(base)", "").strip() for t in first.locator(".wb-col-label").all_inner_texts()]
-            assert columns == ["golden hour", "overcast", "neon night"]
-            assert cross.locator(".wb-row-label").all_inner_texts() == ["2.0", "7.0", "12.0"]
+            assert columns == ["red", "blue", "green"]
+            assert cross.locator(".wb-row-label").all_inner_texts() == ["1.0", "5.0", "7.5"]
             # images decoded and laid out, not just present
             sizes = first.locator(".wb-grid img").evaluate_all("els => els.map(e => [e.naturalWidth, e.width])")
             assert all(natural == 64 and shown == 128 for natural, shown in sizes), sizes
             # the detail panel the notebook opened in code, with the image and the parameters
             panel = first.locator(".wb-detail-panel")
             assert panel.count() == 1 and panel.locator("img").count() == 1
-            assert "photoreal" in panel.inner_text() and "guidance" in panel.inner_text()
+            assert "shapes" in panel.inner_text() and "guidance" in panel.inner_text()
 
             first.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
@@ -119,7 +119,7 @@ def test_compare_notebook_renders_the_grid_in_chromium(
             # a click in the browser goes through the kernel and opens the panel of that run
             cross.locator(".wb-tile-finished button").first.click()
             cross.locator(".wb-detail-panel").wait_for()
-            assert "guidance=2.0" in cross.locator(".wb-detail-panel").inner_text()
+            assert "guidance=1.0" in cross.locator(".wb-detail-panel").inner_text()
             cross.locator(".wb-detail-panel").evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "compare-notebook-detail.png"))

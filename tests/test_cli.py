@@ -23,7 +23,7 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 def embedded_model_path() -> Path:
     from workbench.models import embedded
 
-    return embedded.embedded_path("embedded:tiny-sd")
+    return embedded.embedded_path("embedded:shapes")
 
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def quickstart_store(tracking_uri: str, embedded_model: Path, tmp_path: Path) ->
     grids = tmp_path / "grids"
     result = invoke("run", QUICKSTART, "--tracking-uri", tracking_uri, "--grids-dir", grids, "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "15 planned: 15 generated, 0 already logged (skipped), 0 failed" in result.output
+    assert "27 planned: 27 generated, 0 already logged (skipped), 0 failed" in result.output
     assert tracking_uri in result.output and "workbench ui --tracking-uri" in result.output
     assert str(grids / "grid-guidance.png") in result.output
     return tracking_uri, grids
@@ -43,24 +43,24 @@ def quickstart_store(tracking_uri: str, embedded_model: Path, tmp_path: Path) ->
 
 def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> None:
     uri, grids = quickstart_store
-    for name in ("grid-guidance.png", "grid-var.lighting.png"):
+    for name in ("grid-guidance.png", "grid-var.colour.png", "grid-var.position.png", "grid-var.shape.png"):
         with Image.open(grids / name) as grid:
-            assert grid.width > 3 * 160 and grid.height > 3 * 160
+            assert grid.width > 3 * 64 and grid.height > 3 * 64
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("quickstart")
     runs = client.search_runs([experiment.experiment_id], "tags.`workbench.kind` = 'image'")
-    assert len(runs) == 15 and {r.data.params["template"] for r in runs} == {"photoreal"}
+    assert len(runs) == 27 and {r.data.params["template"] for r in runs} == {"shapes"}
     parent = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parent) == 1 and client.get_run(parent.pop()).data.tags["workbench.kind"] == "parent"
-    neon = next(r for r in runs if r.data.params.get("var.lighting") == "neon night" and r.data.params["seed"] == "2")
-    params, tags = neon.data.params, neon.data.tags
-    assert (params["guidance"], params["steps"], params["size"], params["model"]) == ("7.0", "12", "64x64",
-                                                                                      "embedded:tiny-sd")
+    blue = next(r for r in runs if r.data.params.get("var.colour") == "blue" and r.data.params["seed"] == "2")
+    params, tags = blue.data.params, blue.data.tags
+    assert (params["guidance"], params["steps"], params["size"], params["model"]) == ("5.0", "20", "64x64",
+                                                                                      "embedded:shapes")
     assert len(params["template_version"]) == 16 and len(params["model_hash"]) == 16
-    assert tags["workbench.factor"] == "var.lighting" and tags["workbench.level"] == "neon night"
+    assert tags["workbench.factor"] == "var.colour" and tags["workbench.level"] == "blue"
     assert tags["workbench.run_key"] == params["run_key"] and tags["workbench.outcome"] == "FINISHED"
-    assert {"latency_s", "batch_size", "batch_index", *IMAGE_STATS} <= set(neon.data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(neon.info.run_id)}
+    assert {"latency_s", "batch_size", "batch_index", "adherence.colour", *IMAGE_STATS} <= set(blue.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(blue.info.run_id)}
     assert {"image.png", "request.json", "prompt.txt", "negative_prompt.txt", "environment.json"} <= artifacts
     # the logged PNG is the image a plain diffusers call gives for the same request, batch and seed
     import numpy as np
@@ -73,46 +73,47 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     batch = sorted((r for r in runs if r.data.tags["workbench.batch_id"] == tags["workbench.batch_id"]),
                    key=lambda r: r.data.metrics["batch_index"])
     requests = [json.loads(tracker.load_bytes(r.info.run_id, "request.json")) for r in batch]
-    plain = StableDiffusionPipeline.from_pretrained(str(embedded_model_path()))
+    plain = StableDiffusionPipeline.from_pretrained(str(embedded_model_path()), dtype=torch.float32)  # fp16 on disk
     plain.set_progress_bar_config(disable=True)
     import diffusers
 
     from workbench.provenance.schedulers import scheduler_spec
 
-    name, overrides = scheduler_spec(requests[0]["scheduler"])  # the template's dpm++_2m_karras
-    plain.scheduler = getattr(diffusers, name).from_config(plain.scheduler.config, **overrides)
+    if requests[0]["scheduler"]:
+        name, overrides = scheduler_spec(requests[0]["scheduler"])
+        plain.scheduler = getattr(diffusers, name).from_config(plain.scheduler.config, **overrides)
     images = plain([q["prompt"] for q in requests], negative_prompt=[q["negative_prompt"] for q in requests],
-                   num_inference_steps=12, guidance_scale=7.0, width=64, height=64,
+                   num_inference_steps=20, guidance_scale=5.0, width=64, height=64,
                    generator=[torch.Generator("cpu").manual_seed(q["seed"]) for q in requests]).images
     for run, image in zip(batch, images, strict=True):
         assert np.array_equal(np.asarray(tracker.load_image(run.info.run_id).convert("RGB")), np.asarray(image))
     again = invoke("run", QUICKSTART, "--tracking-uri", uri, "--grids-dir", grids, "--no-progress")
     assert again.exit_code == 0
-    assert "0 generated, 15 already logged (skipped)" in again.output
+    assert "0 generated, 27 already logged (skipped)" in again.output
     assert "nothing to generate" in again.output
     plan = invoke("plan", QUICKSTART, "--tracking-uri", uri)
     assert plan.exit_code == 0 and "Nothing was generated" in plan.output
-    assert re.search(r"total\s*│\s*5 cells × 3 seeds\s*│\s*15\s*│\s*15\s*│\s*0\s*│", plan.output), plan.output
+    assert re.search(r"total\s*│\s*9 cells × 3 seeds\s*│\s*27\s*│\s*27\s*│\s*0\s*│", plan.output), plan.output
     as_json = json.loads(invoke("plan", QUICKSTART, "--tracking-uri", uri, "--json").output)
-    assert (as_json["images"], as_json["done"], as_json["to_run"]) == (15, 15, 0)
+    assert (as_json["images"], as_json["done"], as_json["to_run"]) == (27, 27, 0)
 
 
 def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_path: Path) -> None:
     uri, _ = quickstart_store
     out = tmp_path / "rebuilt.png"
-    result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.lighting", "-o", out)
+    result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.colour", "-o", out)
     assert result.exit_code == 0, result.output
-    assert "3 rows × 3 columns, 9 images" in result.output and "guidance=7.0" in result.output
-    assert Image.open(out).size[0] > 500
-    both = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.lighting",
+    assert "3 rows × 3 columns, 9 images" in result.output and "guidance=5.0" in result.output
+    assert Image.open(out).size[0] > 3 * 64
+    both = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.colour",
                   "--where", "seed=1", "-o", out)
-    # one factor at a time: only the base row and the base column of guidance × lighting were run
+    # one factor at a time: only the base row and the base column of guidance × colour were run
     assert both.exit_code == 0, both.output
     assert "3 rows × 3 columns, 5 images" in both.output
     # the grid PNG names the run in each cell; `inspect` and `reproduce` say so instead of "no metadata"
     with Image.open(out) as saved:
         cells = json.loads(saved.text["workbench-grid"])
-    assert cells["rows"] == "guidance" and cells["cols"] == "var.lighting" and cells["fixed"] == {"seed": "1"}
+    assert cells["rows"] == "guidance" and cells["cols"] == "var.colour" and cells["fixed"] == {"seed": "1", "var.position": "center", "var.shape": "circle"}
     run_ids = {c["run_id"] for c in cells["cells"]}
     assert len(run_ids) == 5 and run_ids <= {r.info.run_id for r in MlflowClient(uri).search_runs(
         [MlflowClient(uri).get_experiment_by_name("quickstart").experiment_id])}
@@ -122,22 +123,22 @@ def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_pat
     bad = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "nonsense", "-o", out)
     assert bad.exit_code == 2 and "'nonsense' is not a parameter" in bad.output
     # neither axis on the seeds: the first seed is shown, and said so
-    held = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.lighting",
+    held = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.colour",
                   "-o", out)
     assert held.exit_code == 0 and "5 images" in held.output and "seed=1" in held.output, held.output
     # --where as users type it (guidance=12 for 12.0); a key or value no run has is an error, not an empty grid
-    typed = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.lighting",
-                   "--where", "guidance=7", "-o", out)
-    assert typed.exit_code == 0 and "guidance=7.0" in typed.output, typed.output
+    typed = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.colour",
+                   "--where", "guidance=5", "-o", out)
+    assert typed.exit_code == 0 and "guidance=5.0" in typed.output, typed.output
     for where, message in (("bogus=1", "'bogus' is not a parameter of these runs"),
-                           ("guidance=99", "no run has guidance=99; its values are: 2.0, 7.0, 12.0"),
+                           ("guidance=99", "no run has guidance=99; its values are: 1.0, 5.0, 7.5"),
                            ("seed", "is not KEY=VALUE")):
-        result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.lighting", "--where", where,
+        result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.colour", "--where", where,
                         "-o", tmp_path / "never.png")
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "never.png").exists()
-    exclusive = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.lighting",
-                       "--where", "guidance=12", "--where", "var.lighting=neon night", "-o", out)
+    exclusive = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.colour",
+                       "--where", "guidance=1", "--where", "var.colour=blue", "-o", out)
     assert exclusive.exit_code == 2 and "all at once" in exclusive.output
     missing = invoke("grid", "nope", "--tracking-uri", uri, "--cols", "guidance", "-o", out)
     assert missing.exit_code == 2 and "no experiment 'nope'" in missing.output
@@ -146,7 +147,7 @@ def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_pat
 def test_plan_is_a_table_and_generates_nothing(tracking_uri: str) -> None:
     result = invoke("plan", QUICKSTART, "--tracking-uri", tracking_uri)
     assert result.exit_code == 0, result.output
-    for text in ("guidance", "var.lighting", "neon night", "5 cells × 3 seeds", "15", "Nothing was generated"):
+    for text in ("guidance", "var.colour", "triangle", "9 cells × 3 seeds", "27", "Nothing was generated"):
         assert text in result.output
     assert MlflowClient(tracking_uri).search_runs(
         [e.experiment_id for e in MlflowClient(tracking_uri).search_experiments()]) == []

@@ -7,6 +7,7 @@ MLFLOW_TRACKING_URI (a fresh store per test, or the quick start's) and OMP_NUM_T
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,15 @@ def test_quickstart_notebook_generates_and_shows_the_grid(
     notebook = execute("quickstart", monkeypatch, WORKBENCH_HOME=str(session_home), MLFLOW_TRACKING_URI=tracking_uri)
     text = text_of(notebook)
     assert f"tracking store: {tracking_uri}" in text
-    assert "prompt:   photograph of a lighthouse on a rocky cliff above a stormy sea" in text
-    assert "15 images in the plan, 15 still to run" in text
-    assert "experiment 'quickstart': 15 generated, 0 already logged, 0 failed, 0 blocked" in text
-    assert "columns: ['golden hour', 'overcast', 'neon night'] | held: {'guidance': '7.0'}" in text
+    assert "prompt:   a large blue triangle on the left, white background" in text
+    assert "27 images in the plan, 27 still to run" in text
+    assert "experiment 'quickstart': 27 generated, 0 already logged, 0 failed, 0 blocked" in text
+    assert "columns: ['red', 'blue', 'green'] | held: {'guidance': '5.0'" in text
     assert len(widget_views(notebook)) == 1
-    assert widget_models(notebook)["ImageModel"] == 9  # 3 seeds × 3 lighting looks, loaded lazily: no more
+    assert widget_models(notebook)["ImageModel"] == 9  # 3 seeds × 3 colours, loaded lazily: no more
+    # the effects report on adherence: one line per factor, its best level named
+    assert re.search(r"var\.colour\s+red [01]\.\d\d, blue [01]\.\d\d, green [01]\.\d\d  \| best: \w+", text), text
+    assert re.search(r"guidance\s+.*\| best: [\d.]+", text)
     assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
 
 
@@ -89,11 +93,12 @@ def test_compare_notebook_explores_a_filled_store(
     store = quickstart_store(tmp_path_factory, migrated_db)
     notebook = execute("compare", monkeypatch, WORKBENCH_HOME=str(session_home), MLFLOW_TRACKING_URI=store)
     text = text_of(notebook)
-    assert "15 runs in 'quickstart'" in text and "ran the quick start" not in text
+    assert "27 runs in 'quickstart'" in text and "ran the quick start" not in text
     assert "rows: ['seed 1', 'seed 2', 'seed 3']" in text
-    assert "held: {'guidance': '7.0'} | images loaded so far: 9" in text
+    assert "'guidance': '5.0'" in text and "| images loaded so far: 9" in text
     assert "base · seed 1 FINISHED" in text
-    assert "saved notebook-var.lighting-x-guidance-seed_1.png | logged to parent run" in text
+    exported = "notebook-var.colour-x-guidance-seed_1-var.position_center-var.shape_circle.png"  # held factors named
+    assert f"saved {exported} | logged to parent run" in text
     assert len(widget_views(notebook)) == 2
     # 9 + 5 thumbnails, and the full image of the detail panel
     assert widget_models(notebook)["ImageModel"] == 15
@@ -101,8 +106,7 @@ def test_compare_notebook_explores_a_filled_store(
 
     client = MlflowClient(store)
     parent = text.split("logged to parent run ")[1].split()[0]
-    assert "grids/notebook-var.lighting-x-guidance-seed_1.png" in {a.path for a in client.list_artifacts(parent,
-                                                                                                         "grids")}
+    assert f"grids/{exported}" in {a.path for a in client.list_artifacts(parent, "grids")}
 
 
 def test_template_library_notebook_renders_every_template(

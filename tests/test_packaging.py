@@ -57,6 +57,17 @@ def test_wheel_holds_every_module_and_template(installed):
     assert templates and carried == templates
 
 
+def test_wheel_carries_the_shapes_model_whole(installed):
+    """embedded:shapes must load from a plain install: every file of its folder is in the wheel, unchanged."""
+    folder = ROOT / "workbench" / "models" / "shapes" / "weights"
+    ours = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    shipped_folder = installed / "workbench" / "models" / "shapes" / "weights"
+    shipped = {p.relative_to(shipped_folder).as_posix(): p.read_bytes() for p in shipped_folder.rglob("*")
+               if p.is_file()}
+    assert {"model_index.json", "README.md", "unet/diffusion_pytorch_model.safetensors"} <= set(ours)
+    assert shipped == ours
+
+
 def test_installed_package_finds_its_templates_with_the_same_versions(installed, tmp_path):
     # Outside the checkout, with only the unpacked wheel on the path ahead of the editable install.
     env = {**os.environ, "PYTHONPATH": str(installed), "WORKBENCH_HOME": str(tmp_path / "home")}

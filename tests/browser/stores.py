@@ -12,8 +12,8 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 
 
 def quickstart_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> str:
-    """The tracking URI of a store that ``experiments/quickstart.yaml`` filled (15 runs on the embedded
-    model). Built by the first caller in the session, reused by the others (pass the ``embedded_model``
+    """The tracking URI of a store that ``experiments/quickstart.yaml`` filled (27 runs on the embedded
+    shapes model). Built by the first caller in the session, reused by the others (pass the ``embedded_model``
     and ``migrated_db`` fixtures' work in: the home must hold the model)."""
     from workbench.run.runner import run_experiment
 
@@ -26,6 +26,6 @@ def quickstart_store(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path
     folder.mkdir()
     shutil.copy(migrated_db, folder / "mlflow.db")
     summary = run_experiment(QUICKSTART, tracking_uri=uri, progress=False, grids_dir=folder / "grids")
-    assert summary.finished == 15 and summary.ok, summary
+    assert summary.finished == 27 and summary.ok, summary
     done.touch()
     return uri

@@ -78,7 +78,7 @@ EMBEDDED_MODELS: dict[str, dict[str, Any]] = {
     "shapes": {
         "shipped": SHAPES_WEIGHTS,
         "description": "the shapes demo model: one flat shape, 64x64, follows colour, shape, size, position and "
-                       "background (template 'shapes'); trained on a CPU, 4 MB",
+                       "background (template 'shapes'); trained on a CPU, 4.6 MB",
         "default_size": (64, 64),
     },
     "tiny-sd": {
