@@ -143,3 +143,115 @@ def test_two_sweeps_into_one_store_at_once(tmp_path: Path, tracking_uri: str, wo
         logged = {a.path for a in client.list_artifacts(parent.run_id, "grids")}
         assert logged == {"grids/grid-guidance.png"}, logged
     assert not list((tmp_path / "grids").glob("*.tmp.png"))  # the writers' temp files are gone
+
+
+def test_the_same_spec_run_twice_at_once_generates_each_image_once(tmp_path: Path, tracking_uri: str,
+                                                                   workbench_home: Path) -> None:
+    """Whichever run reaches the store second waits for the other (the experiment's lease), then finds
+    nothing left to do."""
+    spec = write_spec(tmp_path, "twice")
+    procs = [start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home,
+                       extra_env={"WORKBENCH_LEASE_POLL_S": "0.2"}) for _ in range(2)]
+    outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    worker, waiter = sorted(outputs, key=lambda text: "another run is generating" in text)
+    assert "24 planned: 24 generated" in worker, outputs
+    assert "another run is generating into experiment 'twice'" in waiter, outputs
+    assert "24 planned: 0 generated, 24 already logged (skipped)" in waiter
+    assert "none (nothing was left to generate)" in waiter
+    assert_complete_and_unique(tracking_uri, "twice", 24)
+    parents = Tracker(tracking_uri).records("twice", kind="parent")  # the waiter's parent is not left behind
+    assert [p.status for p in parents] == ["FINISHED"]
+
+
+def test_a_crashed_lease_holder_does_not_block_the_next_run(tmp_path: Path, tracking_uri: str,
+                                                            workbench_home: Path, fake_backend,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Holders that died: a process gone on this host, and a run on another host whose heartbeat stopped."""
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("crashed")
+    assert experiment_id is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    holders = {
+        "dead pid": tracker.start_parent(experiment_id, name="dead", tags={"workbench.lease": "held"}),
+        "stale heartbeat": tracker.start_parent(experiment_id, name="elsewhere", tags={"workbench.lease": "held"}),
+    }
+    tracker.set_tags(holders["dead pid"], {"workbench.pid": dead})
+    tracker.set_tags(holders["stale heartbeat"], {"workbench.host": "another-host.example",
+                                                  "workbench.heartbeat": str(int(time.time()) - 600)})
+    monkeypatch.setenv("WORKBENCH_LEASE_TTL_S", "60")
+    monkeypatch.setenv("WORKBENCH_LEASE_POLL_S", "0.1")
+    waits: list[str] = []
+    summary = run_experiment(write_spec(tmp_path, "crashed"), tracking_uri=tracking_uri, progress=False,
+                             make_grids=False, on_wait=waits.append)
+    assert waits == [] and summary.finished == 24 and summary.ok
+    client = MlflowClient(tracking_uri)
+    for run_id in holders.values():  # both marked KILLED with the reason, not left RUNNING
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and "died before it finished" in run.data.tags["workbench.status_reason"]
+
+
+def test_a_live_lease_holder_on_another_host_is_waited_for(tmp_path: Path, tracking_uri: str, fake_backend,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("shared")
+    assert experiment_id is not None
+    holder = tracker.start_parent(experiment_id, name="elsewhere", tags={"workbench.lease": "held"})
+    tracker.set_tags(holder, {"workbench.host": "another-host.example", "workbench.heartbeat": str(int(time.time()))})
+    monkeypatch.setenv("WORKBENCH_LEASE_POLL_S", "0.1")
+    waits: list[str] = []
+
+    def holder_ends(message: str) -> None:  # the other host's run finishes while this one waits
+        waits.append(message)
+        tracker.end_run(holder)
+
+    summary = run_experiment(write_spec(tmp_path, "shared"), tracking_uri=tracking_uri, progress=False,
+                             make_grids=False, on_wait=holder_ends)
+    assert len(waits) == 1 and holder in waits[0] and "another-host.example" in waits[0]
+    assert summary.finished == 24 and summary.waited_for == holder
+
+
+def test_replicate_kill_9_mid_sweep_pays_for_nothing_twice(tmp_path: Path, tracking_uri: str,
+                                                           workbench_home: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Predictions in flight when `workbench run` dies are fetched by the next run, not created again."""
+    from tests.standins import FAKE_REPLICATE_TOKEN
+    from tests.standins.replicate_server import ReplicateStandin
+    from workbench.backends import registry
+
+    # Slow predictions, and a create that answers at once (202): the kill lands while they are polled.
+    standin = ReplicateStandin(processing_s=4.0, max_wait_s=0.05).start()
+    try:
+        spec = tmp_path / "paid.yaml"
+        spec.write_text("name: paid\nprompt: a lighthouse at dusk\nbackend: replicate\n"
+                        "model: black-forest-labs/flux-schnell\nparams: {width: 1024, height: 1024, steps: 4}\n"
+                        "seeds: [1, 2, 3, 4, 5, 6]\n")
+        env = {"REPLICATE_API_TOKEN": FAKE_REPLICATE_TOKEN, "REPLICATE_BASE_URL": standin.base_url,
+               "REPLICATE_POLL_INTERVAL": "0.05"}
+        proc = start_run(spec, tracking_uri, delay_s=0, home=workbench_home, extra_env=env)
+        deadline = time.monotonic() + 90
+        while len(standin.created) < 4 and time.monotonic() < deadline:  # four in flight (the concurrency)
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.05)
+        time.sleep(0.3)  # past the create answers: the ids are recorded, the polls are under way
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        in_flight = {p.id for p in standin.created}
+        assert len(in_flight) == 4 and not Tracker(tracking_uri).records("paid", statuses=["FINISHED"])
+
+        standin.processing_s = 0.04
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delitem(registry._instances, "replicate", raising=False)
+        summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, make_grids=False)
+        assert summary.finished == 6 and summary.ok
+        assert_complete_and_unique(tracking_uri, "paid", 6)
+        assert len(standin.created) == 6  # six images, six predictions: the four in flight were not paid twice
+        ids = {r.tags["workbench.id.prediction_id"] for r in Tracker(tracking_uri).records("paid")
+               if r.status == "FINISHED"}
+        assert in_flight <= ids and len(ids) == 6
+        # every output fetched, every entry dropped: a reproduction would make a new prediction
+        assert not list((workbench_home / "replicate" / "predictions").glob("*.json"))
+    finally:
+        standin.stop()

@@ -274,3 +274,29 @@ def test_stop_ends_mlflow_and_postgres() -> None:
         assert live_processes(group=pid) == [], "HTTP server workers outlived `stop`"
         status = server.script("status")
         assert status.returncode == 1 and "mlflow: not running" in status.stdout
+
+
+def test_the_same_spec_run_twice_at_once_through_the_server_logs_each_image_once(
+        team_server: TeamServer, tmp_path: Path, session_home: Path) -> None:
+    """Two `workbench run`s of one spec against the PostgreSQL-backed server: the experiment's lease in the
+    store makes the later one wait, then skip; each run key has one FINISHED image run."""
+    (tmp_path / "twice.yaml").write_text(SPEC.replace("name: team", "name: team-twice"))
+    env = {**os.environ, "WORKBENCH_HOME": str(session_home), "WORKBENCH_FAKE_DELAY_S": "0.5",
+           "WORKBENCH_LEASE_POLL_S": "0.2"}
+    procs = [subprocess.Popen([sys.executable, "-m", "workbench", "run", str(tmp_path / "twice.yaml"),
+                               "--tracking-uri", team_server.uri, "--no-progress", "--grids-dir",
+                               str(tmp_path / f"grids-{i}")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], "\n".join(outputs) + team_server.logs()
+    worker, waiter = sorted(outputs, key=lambda text: "another run is generating" in text)
+    assert "6 planned: 6 generated" in worker and "6 planned: 0 generated, 6 already logged" in waiter, outputs
+    experiment = api(team_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=team-twice")["experiment"]
+    found = api(team_server, "/api/2.0/mlflow/runs/search", {
+        "experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in found]
+    images = [(t["workbench.run_key"], r["info"]["status"]) for r, t in zip(found, tags, strict=True)
+              if t.get("workbench.kind") == "image"]
+    assert len(images) == 6 and len({key for key, _ in images}) == 6 and {s for _, s in images} == {"FINISHED"}
+    parents = [r["info"]["status"] for r, t in zip(found, tags, strict=True) if t.get("workbench.kind") == "parent"]
+    assert parents == ["FINISHED"]  # the waiter deleted its own (search returns active runs only)

@@ -19,6 +19,7 @@ other ``WorkbenchError`` → 1.
     │   └── NotWritableError           a folder the workbench must write (its home, a store) is not writable
     ├── BackendError                   a backend call failed
     │   ├── AuthenticationError        401/403, missing key: stops the sweep (fatal)
+    │   │   └── MissingSecretError     no API key set: also a UserInputError (exit 2 before anything runs)
     │   ├── QuotaError                 quota exhausted: stops the sweep (fatal)
     │   ├── ModelNotFoundError         the server has no such model (retired, unknown): stops the sweep (fatal)
     │   ├── RateLimitError             429: retried with backoff (retryable)
@@ -51,6 +52,7 @@ __all__ = [
     "NotWritableError",
     "BackendError",
     "AuthenticationError",
+    "MissingSecretError",
     "QuotaError",
     "ModelNotFoundError",
     "RateLimitError",
@@ -158,6 +160,11 @@ class BackendError(WorkbenchError):
 
 class AuthenticationError(BackendError):
     fatal = True
+
+
+class MissingSecretError(AuthenticationError, UserInputError):
+    """An API key or token is not set. Bad input, found by ``preflight`` before anything runs (exit 2);
+    should it surface mid-sweep, it stops the sweep like any ``AuthenticationError``."""
 
 
 class QuotaError(BackendError):

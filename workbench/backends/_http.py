@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import AuthenticationError
+from ..errors import MissingSecretError
 
 __all__ = ["RequestFailed", "redact", "retry_after_seconds", "decode_image", "base_url", "host_of",
            "secret_from_env", "missing_secret_error", "float_setting", "CONNECT_TIMEOUT_S"]
@@ -128,9 +128,9 @@ def secret_from_env(variable: str) -> str | None:
     return os.environ.get(variable) or None
 
 
-def missing_secret_error(backend: str, variable: str, noun: str = "API key") -> AuthenticationError:
+def missing_secret_error(backend: str, variable: str, noun: str = "API key") -> MissingSecretError:
     """The error for a key that is not set, saying where to set it."""
-    return AuthenticationError(
+    return MissingSecretError(
         f"{backend}: no {noun}: set the {variable} environment variable ({noun.split()[-1]}s are read from "
         f"the environment only, never from specs or files)")
 

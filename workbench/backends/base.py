@@ -106,6 +106,11 @@ class Backend(ABC):
         """What the plan should tell before ``request`` is sent (a model shutting down, an unknown cost)."""
         return []
 
+    def setup_warnings(self) -> list[str]:
+        """What would stop ``preflight`` (and so ``workbench run``) today, said cheaply for the plan: an API
+        key that is not set. Empty where nothing is missing."""
+        return []
+
     def estimate_seconds(self, request: GenerationRequest) -> float | None:
         """Rough time per image, used when the tracking store has no history to go by."""
         return self.capabilities(request.model).seconds_per_image

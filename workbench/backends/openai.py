@@ -234,6 +234,12 @@ class OpenAIBackend(Backend):
         quality = request.options.get("quality") or profile.default_price_quality
         return image_price(profile, request.width, request.height, str(quality))
 
+    def setup_warnings(self) -> list[str]:
+        if self._api_key() is None:
+            error = missing_secret_error("openai", "OPENAI_API_KEY")
+            return [f"{error}; `workbench run` refuses to start without it"]
+        return []
+
     def preflight(self, models: set[str]) -> None:
         try:
             import openai  # noqa: F401

@@ -14,7 +14,9 @@ Replicate's timings (``metrics["predict_time_s"]``, ``metrics["total_time_s"]``)
 
 The create is a POST: the SDK never retries it and neither does this backend. The runner retries a
 ``TransientBackendError`` from a create, which can pay twice when the first create did start a
-prediction (see docs/backends.md); ``Cancel-After`` at least stops such an orphan at the deadline.
+prediction (see docs/backends.md); ``Cancel-After`` at least stops such an orphan at the deadline. Each
+created prediction's id is recorded (``replicate_journal.py``) before it is waited for, so a run killed
+mid-sweep is not paid twice: the next run fetches those predictions instead of creating them again.
 
 Example:
     >>> backend = ReplicateBackend(base_url="http://127.0.0.1:9")
@@ -44,6 +46,7 @@ from ._http import (
 )
 from .base import Backend, Capabilities
 from .replicate_api import ApiSettings, Connections, Prediction
+from .replicate_journal import PredictionJournal
 from .replicate_models import (
     DEFAULT_MODEL,
     FLUX_ASPECT_RATIOS,
@@ -78,6 +81,8 @@ class ReplicateBackend(Backend):
             0: no wait, poll from the start); default 10.
         concurrency: predictions in flight at once (read by the runner); default 4.
         profiles: extra or replacement model profiles, merged over ``PROFILES``.
+        journal: where created predictions are recorded, so a re-run fetches them instead of paying again
+            (``replicate_journal.py``); default: the workbench home's.
 
     Request options for flux models: ``aspect_ratio``, ``megapixels``, ``output_format``, ``output_quality``,
     ``go_fast``, ``disable_safety_checker``; for unknown models any input name passes through.
@@ -87,7 +92,8 @@ class ReplicateBackend(Backend):
 
     def __init__(self, *, base_url: str | None = None, timeout_s: float | None = None,
                  deadline_s: float | None = None, poll_interval_s: float | None = None, prefer_wait_s: int = 10,
-                 concurrency: int = 4, profiles: Mapping[str, ReplicateModelProfile] | None = None) -> None:
+                 concurrency: int = 4, profiles: Mapping[str, ReplicateModelProfile] | None = None,
+                 journal: PredictionJournal | None = None) -> None:
         self._base_url = base_url
         self.timeout_s = float_setting(timeout_s, "WORKBENCH_REPLICATE_TIMEOUT_S", 120.0)
         self.deadline_s = float_setting(deadline_s, "WORKBENCH_REPLICATE_DEADLINE_S", 300.0)
@@ -98,6 +104,7 @@ class ReplicateBackend(Backend):
         self.concurrency = concurrency
         self.profiles: dict[str, ReplicateModelProfile] = {**PROFILES, **(profiles or {})}
         self._connections = Connections(self.timeout_s)
+        self.journal = journal or PredictionJournal()
 
     # configuration ---------------------------------------------------------------------------------
     @property
@@ -213,6 +220,12 @@ class ReplicateBackend(Backend):
             return 0.0
         return profile.price_per_image or 0.0
 
+    def setup_warnings(self) -> list[str]:
+        if self._token() is None:
+            error = missing_secret_error("replicate", "REPLICATE_API_TOKEN", "API token")
+            return [f"{error}; `workbench run` refuses to start without it"]
+        return []
+
     def preflight(self, models: set[str]) -> None:
         try:
             import replicate  # noqa: F401
@@ -261,8 +274,16 @@ class ReplicateBackend(Backend):
         env = self.environment(request.model)
         start = time.monotonic()
         prediction = Prediction(settings, self._connections, deadline=start + deadline_s, deadline_s=deadline_s)
+        key = self.journal.key(settings.base_url, request.run_key, {"model": request.model, **inputs})
+        earlier = self.journal.get(key)
+        resumed = earlier is not None and prediction.resume(earlier)
         try:
-            prediction.create(name, version, inputs)
+            if resumed:  # a run that died left it running or finished: fetch it, do not pay for it again
+                notes["resumed"] = f"prediction {earlier} was created by an earlier run; its output was fetched"
+            else:
+                created = prediction.create(name, version, inputs)
+                if created.get("id"):
+                    self.journal.put(key, str(created["id"]))  # before waiting: a kill now loses nothing
             finished = prediction.wait()
             output, count = first_output(finished, settings.token)
             if count > 1:
@@ -274,11 +295,16 @@ class ReplicateBackend(Backend):
                 raise RequestFailed(f"InvalidResponse: output of prediction {prediction.state.prediction_id}: "
                                     f"{exc}", error_type="InvalidResponseError") from exc
         except RequestFailed as failed:
+            self.journal.drop(key)  # failed (or its output is gone): the next run creates a new one
+            if resumed:  # the earlier prediction cannot give the image after all: make it now, once
+                return self._generate_one(request)
             reported = Reported.of(prediction.state, settings.token)
             return GenerationFailure(request=request, reason=failed.reason, status=failed.status,
                                      error_type=failed.error_type, backend_ids=reported.ids,
                                      notes={**notes, **reported.notes}, metrics=reported.metrics,
                                      latency_s=time.monotonic() - start, environment={**env, **reported.env})
+        # Fetched: forget it, so a later request for the same image (a reproduction) makes a new one.
+        self.journal.drop(key)
         reported = Reported.of(prediction.state, settings.token)
         notes.update(reported.notes)
         flags = image_flags(request, profile, image.size, inputs, reported.ids, notes)

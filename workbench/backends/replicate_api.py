@@ -264,6 +264,25 @@ class Prediction:
         self.state.latest = data
         return data
 
+    def resume(self, prediction_id: str) -> bool:
+        """Take up a prediction created earlier (by a run that died waiting for it) instead of creating one.
+
+        False where it cannot be used: gone (404, another account), failed, canceled or aborted, or the API
+        did not answer; the caller then creates a new prediction.
+        """
+        import httpx
+
+        try:
+            status, data, _ = self._call("GET", f"/v1/predictions/{prediction_id}")
+        except httpx.TransportError:
+            return False
+        if status != 200 or data is None or data.get("id") != prediction_id:
+            return False
+        if str(data.get("status")) in TERMINAL - {"succeeded"}:
+            return False
+        self.state.latest = data
+        return True
+
     def wait(self) -> dict[str, Any]:
         """Poll until the prediction ends; past the deadline, cancel it and fail."""
         import httpx

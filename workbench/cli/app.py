@@ -67,7 +67,7 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
          clip: str | None) -> None:
     """Show what SPEC would run: cells, seeds, images, what is already logged, time, cost and scores."""
     from ..experiments.spec import load_spec
-    from ..run.plan import make_plan
+    from ..run.plan import format_usd, make_plan
     from ..tracking.store import Tracker
 
     loaded = load_spec(spec)
@@ -97,20 +97,21 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
         level = row.label.split("=", 1)[1] if "=" in row.label else row.label
         table.add_row(row.group, level, *([f"{row.backend}:{row.model}"] if several else []), str(row.images),
                       str(row.done), str(row.to_run), _duration(row.est_seconds),
-                      "unknown" if row.est_cost is None else f"${row.est_cost:.2f}")
+                      "unknown" if row.est_cost is None else format_usd(row.est_cost))
     table.add_section()
     approx = "≈ " if summary else ""
     table.add_row("total", f"{summary.cells if summary else len(result.rows):,} cells × {len(loaded.seeds):,} seeds",
                   *([""] if several else []), f"{result.total_images:,}", "?" if summary else str(len(result.done)),
                   "?" if summary else str(len(result.todo)), approx + _duration(result.est_seconds),
-                  approx + f"${result.est_cost:.2f}" + (" + unknown" if result.cost_unknown else ""))
+                  approx + format_usd(result.est_cost) + (" + unknown" if result.cost_unknown else ""))
     out.print(table)
     if summary:
         out.print(f"summary: {summary.cells:,} cells; the {len(result.rows)} shown (the first and the last) were "
                   f"planned in full (checks, run keys, what is logged), time and cost are extrapolated from them. "
                   f"`workbench run` plans every cell before it starts.")
     if len(result.cost_by_backend()) > 1 or result.est_cost:
-        out.print("cost by backend: " + ", ".join(f"{k} ${v:.2f}" for k, v in result.cost_by_backend().items()))
+        costs = result.cost_by_backend()
+        out.print("cost by backend: " + ", ".join(f"{k} {format_usd(v)}" for k, v in costs.items()))
     for warning in result.warnings:
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
     if result.cost_unknown:
@@ -161,12 +162,12 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
                              max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray,
-                             clip=clip)
+                             clip=clip, on_wait=lambda message: err.print(f"[yellow]{escape(message)}[/]"))
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("experiment", f"{summary.experiment} (id {summary.experiment_id})")
-    table.add_row("parent run", summary.parent_run_id)
+    table.add_row("parent run", summary.parent_run_id or "none (nothing was left to generate)")
     table.add_row("images", f"{summary.planned} planned: {summary.finished} generated, {summary.skipped} already "
                             f"logged (skipped), {summary.failed} failed, {summary.blocked} blocked"
                   + (f", {summary.not_run} not run" if summary.not_run else ""))
@@ -186,16 +187,23 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
         out.print(f"open the MLflow UI: [bold]{ui_hint}[/], then http://127.0.0.1:5000/#/experiments/"
                   f"{summary.experiment_id}/runs")
     if summary.skipped and not summary.logged:
-        out.print("everything was already logged: nothing to generate.")
+        waited = f" (by run {summary.waited_for}, which this one waited for)" if summary.waited_for else ""
+        out.print(f"everything was already logged{waited}: nothing to generate.")
     if summary.spooled:
         err.print(f"[yellow]{len(summary.spooled)} finished image(s) could not be logged and were saved in "
                   f"{escape(str(summary.spool_dir))}; the next `workbench run {escape(str(spec))}` uploads them.[/]")
     for failure in summary.log_failures:
         err.print(f"[red]not logged:[/] {failure.run_key}: {escape(str(failure.error))}")
+    first = summary.first_failure
+    if first is not None:  # the reason is in MLflow too, but a sweep whose images failed must say so here
+        err.print(f"[bold red]{summary.failed} image(s) failed[/]; the first ({escape(first.cell)}, seed "
+                  f"{first.seed}, run {first.run_id}): {escape(first.reason or 'no reason recorded')}")
+        err.print(f"fix: {escape(failure_fix(first.reason or ''))}; then run again: `workbench run "
+                  f"{escape(str(spec))}` regenerates only what failed")
     if summary.stopped:
         err.print(f"[bold red]stopped:[/] {escape(summary.stopped)}")
         err.print(f"resume with: workbench run {escape(str(spec))}")
-    if not summary.ok:
+    if not summary.ok or summary.failed:
         sys.exit(1)
 
 
@@ -205,7 +213,9 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
 @click.option("--rows", default="seed", show_default=True, help="Factor down the side (or 'seed').")
 @click.option("--cols", required=True, help="Factor across the top, e.g. guidance or var.lighting.")
 @click.option("--where", "where", multiple=True, metavar="KEY=VALUE", help="Hold a parameter at a value.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The grid file, in the format its suffix names: .png (which also names the run of every "
+                   "cell), .jpg / .jpeg or .webp.")
 @handle_errors
 def grid(experiment: str, tracking_uri: str | None, rows: str, cols: str, where: tuple[str, ...],
          output: Path) -> None:
@@ -309,6 +319,24 @@ def _workbench_command() -> str:
         return "workbench"
     script = Path(sys.executable).with_name("workbench")
     return os.path.relpath(script) if script.exists() else f"{sys.executable} -m workbench"
+
+
+def failure_fix(reason: str) -> str:
+    """What to do about a failed image, from its reason (the reason names the cause; this the next step)."""
+    fixes = (
+        (("OutOfMemory",), "lower --max-batch, the image size or the steps, or use a smaller dtype"),
+        (("RateLimit", "429"), "wait a while, or lower the backend's concurrency; the service is throttling"),
+        (("could not reach", "timed out", "Transient", "ConnectError", "server error"),
+         "check the network and the backend's base URL (OPENAI_BASE_URL, REPLICATE_BASE_URL); the service "
+         "did not answer"),
+        (("NaN", "nan"), "run in bfloat16 or float32, or use an fp16-safe VAE"),
+        (("cannot be downloaded", "HF_HUB_OFFLINE", "not in the local Hugging Face cache"),
+         "download the model where there is a network, or use a local folder or an embedded model"),
+    )
+    for needles, fix in fixes:
+        if any(n in reason for n in needles):
+            return fix
+    return "fix what the reason names (the run's failure.txt in the MLflow UI has the details)"
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

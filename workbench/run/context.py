@@ -19,7 +19,25 @@ from ..types import GenerationResult
 from .batch import RetryPolicy
 from .plan import Plan
 
-__all__ = ["RunSummary", "ExecutionContext", "ProgressBar"]
+__all__ = ["RunSummary", "ImageRun", "ExecutionContext", "ProgressBar", "OUTCOMES"]
+
+OUTCOMES = {"FINISHED": "generated", "FAILED": "failed", "BLOCKED": "blocked"}  # a result's status → outcome
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """One image of the sweep as this run left it: its MLflow run, and what happened to it.
+
+    ``outcome`` is ``generated``, ``skipped`` (already logged by an earlier run), ``failed`` or ``blocked``;
+    ``run_id`` is None only for an image the store did not take (spooled: the next run uploads it).
+    """
+
+    run_id: str | None
+    run_key: str
+    outcome: str
+    cell: str  # "base" or "factor=level"
+    seed: int | None
+    reason: str | None = None  # why it failed or was blocked
 
 
 @dataclass
@@ -28,7 +46,7 @@ class RunSummary:
 
     experiment: str
     experiment_id: str
-    parent_run_id: str
+    parent_run_id: str | None  # None: nothing was left to generate, so no parent run was made
     tracking_uri: str
     planned: int
     skipped: int
@@ -45,6 +63,14 @@ class RunSummary:
     retries: int = 0
     oom_splits: int = 0  # batches halved after running out of device memory
     worker_deaths: int = 0  # Ray workers that died mid-sweep (their batches were retried elsewhere)
+    runs: list[ImageRun] = field(default_factory=list)  # every image of the plan that has a run, in plan order
+    waited_for: str | None = None  # the parent run of another run of this experiment that this one waited for
+    logged_runs: list[LoggedRun] = field(default_factory=list, repr=False)  # what the logger said of each
+
+    @property
+    def first_failure(self) -> ImageRun | None:
+        """The first image that failed (its ``reason`` says why), or None."""
+        return next((r for r in self.runs if r.outcome == "failed"), None)
 
     @property
     def logged(self) -> int:
@@ -64,8 +90,9 @@ class RunSummary:
             self.failed += 1
 
     def add_logged(self, logged: Iterable[LoggedRun]) -> None:
-        """Keep what the store did not take: spooled results and results written nowhere."""
+        """Keep what became of each result, and apart what the store did not take (spooled, written nowhere)."""
         for entry in logged:
+            self.logged_runs.append(entry)
             if entry.outcome == SPOOLED:
                 self.spooled.append(entry)
             elif entry.outcome == LOG_FAILED:

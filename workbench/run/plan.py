@@ -11,6 +11,8 @@ counted, not built (a million-cell grid answers at once). ``run`` always plans e
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import statistics
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,10 +30,28 @@ from ..tracking.schema import LATENCY_METRIC, RunRecord
 from ..tracking.store import Tracker
 from ..types import GenerationRequest
 
-__all__ = ["Plan", "PlanRow", "PlanSummary", "make_plan", "make_batches", "SUMMARY_CELLS"]
+__all__ = ["Plan", "PlanRow", "PlanSummary", "make_plan", "make_batches", "format_usd", "SUMMARY_CELLS"]
 
 SUMMARY_CELLS = 200  # a plan of more cells can be a summary (its table would be too long to read anyway)
 SHOWN_CELLS = 5  # a summary shows the first and the last this many cells
+
+
+def format_usd(amount: float, *, digits: int = 3) -> str:
+    """Money as people read it: cents from $1 up, else as many decimals as ``digits`` significant figures need.
+
+    Example:
+        >>> format_usd(12.345), format_usd(0.04), format_usd(0.001), format_usd(0.0125), format_usd(0)
+        ('$12.35', '$0.04', '$0.001', '$0.0125', '$0.00')
+    """
+    if amount < 0:
+        return "-" + format_usd(-amount, digits=digits)
+    if amount == 0 or round(amount, 2) >= 1:
+        return f"${amount:,.2f}"
+    # Below a dollar, cents hide a $0.003 image or a --max-cost 0.001: keep the significant figures.
+    decimals = max(2, digits - 1 - math.floor(math.log10(amount)))
+    text = f"{amount:.{decimals}f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,7 @@ class Plan:
     backends: dict[str, Backend] = field(default_factory=dict)
     scoring: ScoreConfig = field(default_factory=ScoreConfig)  # what is scored beyond the defaults (CLIP)
     warnings: list[str] = field(default_factory=list)  # what the backends say before anything is sent
+    max_batch: int | None = None  # --max-batch, over the spec's own
     summary: PlanSummary | None = None  # set when only some cells were planned (``rows``, ``requests``)
 
     @property
@@ -114,6 +135,23 @@ class Plan:
         for row in self.rows:
             out[row.backend] = out.get(row.backend, 0.0) + (row.est_cost or 0.0) * self._scale
         return out
+
+    def with_done(self, finished: dict[str, str]) -> Plan:
+        """This plan again, with every run key of ``finished`` (run key → run id) done: what another run of
+        the experiment finished while this one waited. Rows keep their estimates, scaled to what is left."""
+        done = {**self.done, **{k: v for k, v in finished.items() if k in {r.run_key for r in self.requests}}}
+        if done == self.done:
+            return self
+        rows, todo = [], [r for r in self.requests if r.run_key not in done]
+        for row in self.rows:
+            members = [r for r in self.requests if _cell(r) == (row.group, row.label, row.backend, row.model)]
+            left = sum(1 for r in members if r.run_key not in done)
+            scale = left / row.to_run if row.to_run else 0.0
+            rows.append(dataclasses.replace(
+                row, done=row.images - left, est_seconds=None if row.est_seconds is None else row.est_seconds * scale,
+                est_cost=None if row.est_cost is None else row.est_cost * scale))
+        return dataclasses.replace(self, done=done, rows=rows,
+                                   batches=make_batches(todo, self.backends, self.max_batch or self.spec.max_batch))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -195,6 +233,8 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
             uncontrolled.setdefault(request.backend, {})[param] = why
         warnings.update(dict.fromkeys(b.warnings(request)))
 
+    for b in backends.values():  # a key not set: `run` stops before anything is written, the plan warns
+        warnings.update(dict.fromkeys(b.setup_warnings()))
     # The weights behind each model name, once per model: part of the run key (GenerationRequest.model_hash).
     hashes: dict[tuple[str, str], str | None] = {}
     for key in dict.fromkeys((r.backend, r.model) for r in requests):
@@ -209,9 +249,7 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
     rows: list[PlanRow] = []
     by_cell: OrderedDict[tuple[str, str, str, str], list[GenerationRequest]] = OrderedDict()
     for request in requests:
-        label = f"{request.factor}={request.level}" if request.factor else "base"
-        group = request.factor or "base"
-        by_cell.setdefault((group, label, request.backend, request.model), []).append(request)
+        by_cell.setdefault(_cell(request), []).append(request)
     for (group, label, name, model), members in by_cell.items():
         todo = [r for r in members if r.run_key not in done]
         b = backend(name)
@@ -225,7 +263,13 @@ def make_plan(spec: ExperimentSpec, *, tracker: Tracker | None = None, experimen
     return Plan(spec=spec, experiment=experiment, requests=requests, done=done, rows=rows,
                 batches=make_batches(todo_all, backends, max_batch or spec.max_batch),
                 uncontrolled=uncontrolled, backends=backends, scoring=scoring, warnings=list(warnings),
-                summary=summary)
+                max_batch=max_batch, summary=summary)
+
+
+def _cell(request: GenerationRequest) -> tuple[str, str, str, str]:
+    """The plan row of a request: group, label, backend, model."""
+    label = f"{request.factor}={request.level}" if request.factor else "base"
+    return request.factor or "base", label, request.backend, request.model
 
 
 def _cost(backend: Backend, requests: Sequence[GenerationRequest]) -> float | None:

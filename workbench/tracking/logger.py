@@ -34,12 +34,14 @@ Prepare = Callable[[list[GenerationResult]], list[GenerationResult]]
 
 @dataclass(frozen=True)
 class LoggedRun:
-    """What became of one result: its run id, or SPOOLED / LOG_FAILED with the error."""
+    """What became of one result: its run id and status, or SPOOLED / LOG_FAILED with the error."""
 
     run_key: str
     run_id: str | None
-    outcome: str
-    error: str | None = None
+    outcome: str  # the result's status (FINISHED, FAILED, BLOCKED), or SPOOLED / LOG_FAILED
+    error: str | None = None  # why the store did not take it
+    reason: str | None = None  # why the image failed or was blocked (the run's status reason)
+    status: str = ""  # the result's own status (FINISHED, FAILED, BLOCKED), whatever the store did
 
 
 @dataclass
@@ -101,20 +103,23 @@ class BackgroundLogger:
 
     def _log(self, result: GenerationResult) -> None:
         outcome = result.status
+        reason: str | None = getattr(result, "reason", None)
         try:
             if self.store_failed.is_set():  # the store is gone: don't spend retries on every image
                 raise TrackingError("the store already failed during this run")
             run_id = self._log_with_retry(result)
-            logged = LoggedRun(result.request.run_key, run_id, outcome)
+            logged = LoggedRun(result.request.run_key, run_id, outcome, reason=reason, status=outcome)
         except Exception as exc:  # the store is gone: keep the image in the local spool
             self.store_failed.set()
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
             try:
                 where = spool_result(result, tracking_uri=self.tracker.uri, experiment=self.experiment,
                                      parent_run_id=self.parent_run_id)
-                logged = LoggedRun(result.request.run_key, None, SPOOLED, f"{error}; saved in {where}")
+                logged = LoggedRun(result.request.run_key, None, SPOOLED, f"{error}; saved in {where}",
+                                   reason=reason, status=outcome)
             except Exception as spool_exc:
-                logged = LoggedRun(result.request.run_key, None, LOG_FAILED, f"{error}; spool: {spool_exc}")
+                logged = LoggedRun(result.request.run_key, None, LOG_FAILED, f"{error}; spool: {spool_exc}",
+                                   reason=reason, status=outcome)
         with self._lock:
             self._done.append(logged)
         if self.on_logged:

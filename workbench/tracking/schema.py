@@ -25,8 +25,10 @@ MAX_TAG = 7000  # what we keep of a long tag value (MLflow allows 8000)
 # -- what a run is ---------------------------------------------------------------------------------------
 KIND_TAG = "workbench.kind"
 IMAGE, PARENT, REPRODUCTION = "image", "parent", "reproduction"  # its values
+REPRODUCTIONS = "reproductions"  # the one run per experiment that its reproduction runs are nested under
 PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's own: nests image runs under their sweep in the UI
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # MLflow's own: the run's description in the UI
 # MLflow 3's UI opens experiments without this tag in its GenAI (traces) view; ours are runs to compare.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -54,6 +56,10 @@ FINISHED_TAG, FAILED_TAG = "workbench.finished", "workbench.failed"  # counts, s
 BLOCKED_TAG, SKIPPED_TAG = "workbench.blocked", "workbench.skipped"
 RAY_WORKERS_TAG = "workbench.ray_workers"
 RAY_NOTE_TAG = "workbench.ray_note"
+# The experiment's writer lease (tracking/lease.py): one `workbench run` generates into an experiment at a time.
+LEASE_TAG = "workbench.lease"
+LEASE_TRYING, LEASE_HELD, LEASE_WAITING = "trying", "held", "waiting"  # its values
+HEARTBEAT_TAG = "workbench.heartbeat"  # unix seconds, refreshed while the run lives (another host's runs)
 
 # -- reproduction runs -----------------------------------------------------------------------------------
 REPRODUCES_TAG = "workbench.reproduces"  # the run id of the original

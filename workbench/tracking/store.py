@@ -32,7 +32,17 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "lease_ttl_s"]
+
+
+# Parent runs a sweep of this process is writing now (Heartbeat adds and removes them): a parent with our
+# own pid that is not here was left RUNNING by an earlier sweep of this process that could not end it.
+WRITING_HERE: set[str] = set()
+
+
+def lease_ttl_s() -> float:
+    """How long another host's run lives without a heartbeat (``$WORKBENCH_LEASE_TTL_S``, default 300 s)."""
+    return float(os.environ.get("WORKBENCH_LEASE_TTL_S", "300"))
 
 
 class Tracker:
@@ -241,18 +251,14 @@ class Tracker:
 
     # -- runs left behind -------------------------------------------------------------------------
     def reap_stale_runs(self, experiment_id: str) -> int:
-        """Mark KILLED the runs a dead ``workbench run`` left RUNNING (same host, process gone).
+        """Mark KILLED the runs a dead ``workbench run`` left RUNNING (its process gone on this host, or its
+        heartbeat stopped on another: ``writer_alive``).
 
-        Returns how many runs were marked. Runs of live processes, or of other hosts, are left alone.
+        Returns how many runs were marked. Runs of live processes are left alone.
         """
         running = self._search([experiment_id], "attributes.status = 'RUNNING'")
         parents = {r.run_id: r for r in running if r.kind == schema.PARENT}
-        dead: set[str] = set()
-        host = socket.gethostname()
-        for run_id, run in parents.items():
-            pid = run.tags.get(schema.PID_TAG, "")
-            if run.tags.get(schema.HOST_TAG) == host and pid.isdigit() and not _alive(int(pid)):
-                dead.add(run_id)
+        dead = {run_id for run_id, run in parents.items() if not self.writer_alive(run)}
         marked = 0
         for run in running:
             parent = run.tags.get(schema.PARENT_RUN_TAG)
@@ -264,6 +270,29 @@ class Tracker:
                                              "missing")
                 marked += 1
         return marked
+
+    def running_parents(self, experiment_id: str) -> list[RunRecord]:
+        """The parent runs of ``experiment_id`` still RUNNING (live or not: see ``writer_alive``)."""
+        query = f"attributes.status = 'RUNNING' and tags.`{schema.KIND_TAG}` = '{schema.PARENT}'"
+        return self._search([experiment_id], query)
+
+    @staticmethod
+    def writer_alive(run: RunRecord) -> bool:
+        """Whether the process that writes parent run ``run`` may still be at work.
+
+        On this host: its pid is alive. On another host: its heartbeat is younger than ``lease_ttl_s()``;
+        a run without a heartbeat (an older workbench) counts as alive there, as before.
+        """
+        pid = run.tags.get(schema.PID_TAG, "")
+        if run.tags.get(schema.HOST_TAG) == socket.gethostname():
+            if pid == str(os.getpid()):  # this process: alive only while a sweep here still writes it
+                return run.run_id in WRITING_HERE
+            return not (pid.isdigit() and not _alive(int(pid)))
+        beat = run.tags.get(schema.HEARTBEAT_TAG, "")
+        try:
+            return time.time() - float(beat) < lease_ttl_s()
+        except ValueError:
+            return True
 
     def mark_killed(self, run_id: str, reason: str) -> None:
         """End a run its writer left RUNNING (the writer died): KILLED, with the reason."""
@@ -279,18 +308,33 @@ class Tracker:
 
     # -- writing runs -----------------------------------------------------------------------------
     def start_parent(self, experiment_id: str, *, name: str, tags: Mapping[str, str],
-                     params: Mapping[str, Any], texts: Mapping[str, str]) -> str:
-        from mlflow.entities import Param, RunTag
-
+                     params: Mapping[str, Any] | None = None, texts: Mapping[str, str] | None = None) -> str:
+        """Create a parent run (RUNNING, with who writes it and a first heartbeat); returns its id."""
         run = self.client.create_run(experiment_id, run_name=name, tags={
             schema.KIND_TAG: schema.PARENT, schema.PID_TAG: str(os.getpid()), schema.HOST_TAG: socket.gethostname(),
-            **tags})
+            schema.HEARTBEAT_TAG: str(int(time.time())), **tags})
         run_id = run.info.run_id
+        try:
+            self.log_parent_details(run_id, params or {}, texts or {})
+        except BaseException as exc:  # never leave a parent RUNNING that nobody will end
+            self.client.set_tag(run_id, schema.STATUS_REASON_TAG,
+                                f"could not start: {type(exc).__name__}: {str(exc)[:500]}")
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        return run_id
+
+    def log_parent_details(self, run_id: str, params: Mapping[str, Any], texts: Mapping[str, str]) -> None:
+        """A parent run's params (once: MLflow params are immutable) and text artifacts (spec, plan)."""
+        from mlflow.entities import Param, RunTag
+
         self.client.log_batch(run_id, params=[Param(k, str(v)[:schema.MAX_PARAM]) for k, v in params.items()],
                               tags=[RunTag(schema.STARTED_TAG, time.strftime("%Y-%m-%d %H:%M:%S"))])
         for artifact, text in texts.items():
             self.client.log_text(run_id, text, artifact)
-        return run_id
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run (MLflow's soft delete: gone from the UI, kept in its trash until ``mlflow gc``)."""
+        self.client.delete_run(run_id)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
@@ -384,9 +428,27 @@ class Tracker:
 
     def log_reproduction(self, experiment_id: str, result: GeneratedImage, *, tags: Mapping[str, str], name: str,
                          metrics: Mapping[str, float]) -> str:
-        """Log a reproduced image as a run of its own (kind ``reproduction``, no parent); returns its id."""
-        return self.log_image_run(experiment_id, None, result, name=name, extra_metrics=metrics,
+        """Log a reproduced image as a run of its own (kind ``reproduction``); returns its id.
+
+        It is nested under the experiment's one ``reproductions`` run, so reproductions fold away in the
+        MLflow UI instead of crowding the sweeps' parent runs.
+        """
+        group = self.reproductions_run(experiment_id)
+        return self.log_image_run(experiment_id, group, result, name=name, extra_metrics=metrics,
                                   extra_tags={schema.KIND_TAG: schema.REPRODUCTION, **tags})
+
+    def reproductions_run(self, experiment_id: str) -> str:
+        """The run that groups ``experiment_id``'s reproductions (made by the first one, FINISHED at once)."""
+        query = f"tags.`{schema.KIND_TAG}` = '{schema.REPRODUCTIONS}'"
+        page = self.client.search_runs([experiment_id], filter_string=query, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        if page:  # two reproduce commands at once may each make one: the oldest is used from then on
+            return str(page[0].info.run_id)
+        run = self.client.create_run(experiment_id, run_name="reproductions", tags={
+            schema.KIND_TAG: schema.REPRODUCTIONS,
+            schema.NOTE_TAG: "Every `workbench reproduce` of this experiment's runs, nested here."})
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return str(run.info.run_id)
 
 
 def _record(run: Run) -> RunRecord:

@@ -1,0 +1,94 @@
+"""The predictions this machine started on Replicate, by what they were asked: so none is paid for twice.
+
+A prediction is paid for when it is created. A ``workbench run`` killed while its predictions run (``kill -9``,
+a crash, a lost laptop lid) would create them again on the next run, and pay again, though their outputs
+can still be fetched for an hour. So each prediction's id is written here as soon as the create answers,
+before any waiting, under a key made of the API host, the request's run key and the inputs sent (model,
+version and seed included). The next request with the same key fetches that prediction instead of creating
+one, unless it failed or its output is gone. Once an output is fetched its entry is dropped: a later
+request for the same image (``workbench reproduce``) must make a new prediction, not read the old one.
+
+One small JSON file per key in ``<workbench home>/replicate/predictions`` (atomic writes; several threads
+and processes may write at once). Entries older than a day are dropped: Replicate deletes outputs after an
+hour. What this cannot cover: a process killed while the create itself waits (``Prefer: wait``) for the
+prediction to finish has never seen its id; one killed between fetching an output and logging it (the
+logger's queue: well under a second) has dropped the entry (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import workbench_home
+from ..hashing import canonical_json, content_hash
+
+__all__ = ["PredictionJournal", "MAX_AGE_S"]
+
+MAX_AGE_S = 24 * 3600.0
+
+
+class PredictionJournal:
+    """Prediction ids by request key, on disk. ``folder`` defaults to the workbench home's."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._folder = folder
+        self._pruned = False  # old entries are dropped once per process, not on every write
+
+    @property
+    def folder(self) -> Path:
+        return self._folder or workbench_home() / "replicate" / "predictions"
+
+    @staticmethod
+    def key(base_url: str, run_key: str, inputs: dict[str, Any]) -> str:
+        """The API host (whose account), the request's run key (replicates without a seed differ only there)
+        and the inputs sent."""
+        return content_hash(canonical_json({"api": base_url.rstrip("/"), "run_key": run_key, "input": inputs}),
+                            length=32)
+
+    def get(self, key: str) -> str | None:
+        """The id of the prediction started for ``key``, if one was started within ``MAX_AGE_S``."""
+        path = self.folder / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if time.time() - float(entry["created"]) < MAX_AGE_S:
+                return str(entry["id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return None
+
+    def put(self, key: str, prediction_id: str) -> None:
+        """Record a created prediction (before waiting for it); a journal that cannot be written costs
+        only the protection, never the image."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"id": prediction_id, "created": time.time()}, handle)
+            os.replace(tmp, self.folder / f"{key}.json")
+        except OSError:
+            return
+        self._prune()
+
+    def drop(self, key: str) -> None:
+        """Forget ``key`` (its prediction failed, or its output is gone): the next request creates anew."""
+        try:
+            (self.folder / f"{key}.json").unlink()
+        except OSError:
+            pass
+
+    def _prune(self) -> None:
+        if self._pruned:
+            return
+        self._pruned = True
+        now = time.time()
+        try:
+            for path in self.folder.glob("*.json"):
+                if now - path.stat().st_mtime > MAX_AGE_S:
+                    path.unlink(missing_ok=True)
+        except OSError:
+            pass
