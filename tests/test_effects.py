@@ -140,8 +140,9 @@ def test_the_report_ranks_levels_with_the_paired_difference_worked_by_hand(track
 
 def test_the_json_and_the_chart_are_logged_to_the_latest_parent_run(tracking_uri: str, brightness,
                                                                     tmp_path: Path) -> None:
-    sweep(tracking_uri, tmp_path)
-    latest = sweep(tracking_uri, tmp_path)  # a second `run` (nothing to generate): the latest parent
+    latest = sweep(tracking_uri, tmp_path)
+    again = sweep(tracking_uri, tmp_path)  # a second `run` with nothing to generate leaves no parent run
+    assert again.parent_run_id is None and again.skipped == latest.finished
     rep = report("bright", metric="image.brightness", tracking_uri=tracking_uri)
     assert rep.parent_run_id == latest.parent_run_id
     assert rep.artifacts == ["report/effects-image.brightness.json", "report/effects-image.brightness.png"]
