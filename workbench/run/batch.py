@@ -53,23 +53,21 @@ def run_batch(backend: Backend, batch: list[GenerationRequest], retry: RetryPoli
 
 
 def _split_on_oom(backend: Backend, batch: list[GenerationRequest], retry: RetryPolicy, stop: threading.Event,
-                  tally: BatchResult) -> list[GenerationResult]:
+                  tally: BatchResult, failed_at: tuple[int, ...] = ()) -> list[GenerationResult]:
+    """Run ``batch``, halving it while the device runs out of memory; ``failed_at``: the sizes that did."""
     try:
-        return _with_retries(backend, batch, retry, stop, tally)
+        results = _with_retries(backend, batch, retry, stop, tally)
     except OutOfMemoryError as exc:
-        if len(batch) == 1:
-            return failures(batch, f"OutOfMemoryError: {exc} (even a batch of 1 does not fit)", "OutOfMemoryError")
-        half = (len(batch) + 1) // 2
-        tally.oom_splits += 1
-        results = []
-        for part in (batch[:half], batch[half:]):
-            for result in _split_on_oom(backend, part, retry, stop, tally):
-                # a part split again already says where it ran: put this size before its sizes
-                inner = result.environment.get("oom_split")
-                note = (inner.replace("at batch size ", f"at batch size {len(batch)}, then ", 1) if inner else
-                        f"out of memory at batch size {len(batch)}; generated in a batch of {len(part)}")
-                results.append(dataclasses.replace(result, environment={**result.environment, "oom_split": note}))
+        if len(batch) > 1:
+            half = (len(batch) + 1) // 2
+            tally.oom_splits += 1
+            return [result for part in (batch[:half], batch[half:])
+                    for result in _split_on_oom(backend, part, retry, stop, tally, (*failed_at, len(batch)))]
+        results = failures(batch, f"OutOfMemoryError: {exc} (even a batch of 1 does not fit)", "OutOfMemoryError")
+    if not failed_at:
         return results
+    note = f"out of memory at batch size {', then '.join(map(str, failed_at))}; generated in a batch of {len(batch)}"
+    return [dataclasses.replace(r, environment={**r.environment, "oom_split": note}) for r in results]
 
 
 def _with_retries(backend: Backend, batch: list[GenerationRequest], retry: RetryPolicy, stop: threading.Event,
