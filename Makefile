@@ -79,7 +79,7 @@ bench-server: install
 bench-gpu: install
 	$(PY) benchmarks/throughput.py --device cuda
 
-# Train the shapes demo model again, on this CPU (101 minutes measured on 2 shared cores; docs/demo-model.md). It
+# Train the shapes demo model again, on this CPU (118 minutes measured on 2 shared cores; docs/demo-model.md). It
 # checkpoints every 5 minutes under ~/.cache/workbench/shapes-train: `make train-demo-model ARGS=--resume`
 # goes on after a stop. The result replaces nothing: copy $(SHAPES_OUT) into workbench/models/shapes/weights.
 SHAPES_OUT ?= $(HOME)/.cache/workbench/shapes-final

@@ -103,7 +103,7 @@ def test_compare_notebook_renders_the_grid_in_chromium(
             assert first.locator(".wb-row-label").all_inner_texts() == ["seed 1", "seed 2", "seed 3"]
             columns = [t.replace("(base)", "").strip() for t in first.locator(".wb-col-label").all_inner_texts()]
             assert columns == ["red", "blue", "green"]
-            assert cross.locator(".wb-row-label").all_inner_texts() == ["1.0", "5.0", "7.5"]
+            assert cross.locator(".wb-row-label").all_inner_texts() == ["1.0", "3.0", "7.5"]
             # images decoded and laid out, not just present
             sizes = first.locator(".wb-grid img").evaluate_all("els => els.map(e => [e.naturalWidth, e.width])")
             assert all(natural == 64 and shown == 128 for natural, shown in sizes), sizes

@@ -54,7 +54,7 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
     assert len(parent) == 1 and client.get_run(parent.pop()).data.tags["workbench.kind"] == "parent"
     blue = next(r for r in runs if r.data.params.get("var.colour") == "blue" and r.data.params["seed"] == "2")
     params, tags = blue.data.params, blue.data.tags
-    assert (params["guidance"], params["steps"], params["size"], params["model"]) == ("5.0", "20", "64x64",
+    assert (params["guidance"], params["steps"], params["size"], params["model"]) == ("3.0", "20", "64x64",
                                                                                       "embedded:shapes")
     assert len(params["template_version"]) == 16 and len(params["model_hash"]) == 16
     assert tags["workbench.factor"] == "var.colour" and tags["workbench.level"] == "blue"
@@ -83,7 +83,7 @@ def test_quickstart_run_then_rerun_skips(quickstart_store: tuple[str, Path]) -> 
         name, overrides = scheduler_spec(requests[0]["scheduler"])
         plain.scheduler = getattr(diffusers, name).from_config(plain.scheduler.config, **overrides)
     images = plain([q["prompt"] for q in requests], negative_prompt=[q["negative_prompt"] for q in requests],
-                   num_inference_steps=20, guidance_scale=5.0, width=64, height=64,
+                   num_inference_steps=20, guidance_scale=requests[0]["guidance"], width=64, height=64,
                    generator=[torch.Generator("cpu").manual_seed(q["seed"]) for q in requests]).images
     for run, image in zip(batch, images, strict=True):
         assert np.array_equal(np.asarray(tracker.load_image(run.info.run_id).convert("RGB")), np.asarray(image))
@@ -103,7 +103,7 @@ def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_pat
     out = tmp_path / "rebuilt.png"
     result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.colour", "-o", out)
     assert result.exit_code == 0, result.output
-    assert "3 rows × 3 columns, 9 images" in result.output and "guidance=5.0" in result.output
+    assert "3 rows × 3 columns, 9 images" in result.output and "guidance=3.0" in result.output
     assert Image.open(out).size[0] > 3 * 64
     both = invoke("grid", "quickstart", "--tracking-uri", uri, "--rows", "guidance", "--cols", "var.colour",
                   "--where", "seed=1", "-o", out)
@@ -128,10 +128,10 @@ def test_grid_is_rebuilt_from_mlflow(quickstart_store: tuple[str, Path], tmp_pat
     assert held.exit_code == 0 and "5 images" in held.output and "seed=1" in held.output, held.output
     # --where as users type it (guidance=12 for 12.0); a key or value no run has is an error, not an empty grid
     typed = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "seed", "--rows", "var.colour",
-                   "--where", "guidance=5", "-o", out)
-    assert typed.exit_code == 0 and "guidance=5.0" in typed.output, typed.output
+                   "--where", "guidance=3", "-o", out)
+    assert typed.exit_code == 0 and "guidance=3.0" in typed.output, typed.output
     for where, message in (("bogus=1", "'bogus' is not a parameter of these runs"),
-                           ("guidance=99", "no run has guidance=99; its values are: 1.0, 5.0, 7.5"),
+                           ("guidance=99", "no run has guidance=99; its values are: 1.0, 3.0, 7.5"),
                            ("seed", "is not KEY=VALUE")):
         result = invoke("grid", "quickstart", "--tracking-uri", uri, "--cols", "var.colour", "--where", where,
                         "-o", tmp_path / "never.png")

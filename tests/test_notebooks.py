@@ -78,7 +78,7 @@ def test_quickstart_notebook_generates_and_shows_the_grid(
     assert "prompt:   a large blue triangle on the left, white background" in text
     assert "27 images in the plan, 27 still to run" in text
     assert "experiment 'quickstart': 27 generated, 0 already logged, 0 failed, 0 blocked" in text
-    assert "columns: ['red', 'blue', 'green'] | held: {'guidance': '5.0'" in text
+    assert "columns: ['red', 'blue', 'green'] | held: {'guidance': '3.0'" in text
     assert len(widget_views(notebook)) == 1
     assert widget_models(notebook)["ImageModel"] == 9  # 3 seeds × 3 colours, loaded lazily: no more
     # the effects report on adherence: one line per factor, its best level named
@@ -95,7 +95,7 @@ def test_compare_notebook_explores_a_filled_store(
     text = text_of(notebook)
     assert "27 runs in 'quickstart'" in text and "ran the quick start" not in text
     assert "rows: ['seed 1', 'seed 2', 'seed 3']" in text
-    assert "'guidance': '5.0'" in text and "| images loaded so far: 9" in text
+    assert "'guidance': '3.0'" in text and "| images loaded so far: 9" in text
     assert "base · seed 1 FINISHED" in text
     exported = "notebook-var.colour-x-guidance-seed_1-var.position_center-var.shape_circle.png"  # held factors named
     assert f"saved {exported} | logged to parent run" in text

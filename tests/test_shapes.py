@@ -152,7 +152,7 @@ def test_tiny_training_writes_a_pipeline_the_backend_loads(tmp_path: Path) -> No
     assert set(report["scores"]) == {"1", "3", "5", "7.5"} and report["seed"] == 1
     assert all(0 <= v <= 1 for row in report["scores"].values() for v in row.values())
     assert report["config"]["unet_steps"] == 20 and len(report["score_prompts"]) == 8
-    assert set(report["seconds"]) == {"vae", "decoder", "denoiser"} and report["seconds_per_image"] > 0
+    assert set(report["seconds"]) == {"vae", "decoder", "denoiser", "guidance"} and report["seconds_per_image"] > 0
     scheduler = yaml.safe_load((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == "v_prediction" and scheduler["rescale_betas_zero_snr"] is True
 
@@ -174,7 +174,7 @@ def _small_config() -> dict:
     from workbench.models.shapes import train
 
     cfg = copy.deepcopy(train.CONFIGS["tiny"])
-    cfg.update(images=64, vae_steps=4, decoder_steps=3, unet_steps=6, score_prompts=1, score_steps=2)
+    cfg.update(images=64, vae_steps=4, decoder_steps=3, unet_steps=6, swap_steps=4, score_prompts=1, score_steps=2)
     return cfg
 
 
@@ -189,9 +189,39 @@ def test_training_is_deterministic_given_its_seed(tmp_path: Path) -> None:
     first = train.train(tmp_path / "a", cfg=cfg, seed=5, checkpoint_dir=tmp_path / "ck", score=False)
     second = train.train(tmp_path / "b", cfg=cfg, seed=5, checkpoint_dir=tmp_path / "ck", score=False)
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b") and len(_weights(tmp_path / "a")) == 3
-    assert first["losses"] == second["losses"] and set(first["losses"]) == {"vae", "decoder", "denoiser"}
+    assert first["losses"] == second["losses"] and set(first["losses"]) == {"vae", "decoder", "denoiser", "guidance"}
     train.train(tmp_path / "c", cfg=cfg, seed=6, checkpoint_dir=tmp_path / "ck", score=False)
     assert _weights(tmp_path / "c") != _weights(tmp_path / "a")
+
+
+@pytest.mark.slow
+def test_phase_4_from_a_pipeline_saved_after_phase_3_equals_a_whole_run(tmp_path: Path) -> None:
+    """``--from``: phase 4 depends only on the fp16 weights phase 3 left and the seed."""
+    import torch
+    import yaml
+
+    from workbench.models.shapes import train
+
+    torch.set_num_threads(1)
+    cfg = _small_config()
+    train.train(tmp_path / "whole", cfg=cfg, seed=2, checkpoint_dir=tmp_path / "ck-whole", score=False)
+    # a run with no phase-4 steps saves what phase 3 left (as the shipped model of 2026-12-03 was)
+    train.train(tmp_path / "phase3", cfg={**cfg, "swap_steps": 0}, seed=2, checkpoint_dir=tmp_path / "ck-3")
+    assert _weights(tmp_path / "phase3") != _weights(tmp_path / "whole")
+    report = train.train(tmp_path / "from", cfg=cfg, seed=2, checkpoint_dir=tmp_path / "ck-from",
+                         start_from=tmp_path / "phase3")
+    assert _weights(tmp_path / "from") == _weights(tmp_path / "whole")  # bit for bit
+    assert set(report["seconds"]) == {"vae", "decoder", "denoiser", "guidance"}
+    assert report["phases_1_3_from"] == str(tmp_path / "phase3")
+    card = (tmp_path / "from" / "README.md").read_text()
+    assert "this run did phase 4 from its fp16 weights (`--from`)" in card
+    assert report["run"] != report["phases_1_3_run"] and f"run `{report['phases_1_3_run']}`" in card
+    saved = yaml.safe_load((tmp_path / "from" / "training.yaml").read_text())
+    assert saved["config"]["swap_steps"] == 4
+    assert [tuple(x) for x in saved["losses"]["denoiser"]] == report["losses"]["denoiser"]  # phase 3, carried over
+    with pytest.raises(ValueError, match="other settings or another seed"):  # not this recipe's phase 3
+        train.train(tmp_path / "bad", cfg={**cfg, "unet_steps": 7}, seed=2, checkpoint_dir=tmp_path / "ck-bad",
+                    start_from=tmp_path / "phase3")
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from . import dataset, recipe, scorer
 
 __all__ = ["evaluate", "reconstruction_scores", "score_and_write", "held_out_prompts", "DEFAULT_GUIDANCE"]
 
-DEFAULT_GUIDANCE = 5.0  # the shapes template's default
+DEFAULT_GUIDANCE = 3.0  # the shapes template's default
 ATTRS = ["colour", "shape", "size", "position", "background", "overall"]
 
 
@@ -145,6 +145,14 @@ def _table(scores: dict[str, dict[str, float]], first: str = "guidance") -> list
     return rows
 
 
+def _phases_note(report: dict[str, Any]) -> str:
+    if not report.get("phases_1_3_finished"):
+        return ""
+    return (f" Phases 1-3 are those of run `{report.get('phases_1_3_run')}`, finished "
+            f"{report['phases_1_3_finished']}; this run did phase 4 from its fp16 weights (`--from`), which gives "
+            f"what a whole run gives.")
+
+
 def write_card(out: Path, report: dict[str, Any], cfg: dict[str, Any]) -> None:
     import yaml
 
@@ -192,6 +200,10 @@ template renders it). In the workbench it is the model `embedded:shapes`; elsewh
   cosine to {cfg['min_lr_frac']:.0%}), timesteps T·(1 − (1 − u)^{cfg['timestep_bias']:g}), loss weight
   min(1, {cfg['min_snr_gamma']:g} / (SNR + 1)), {cfg['drop']:.0%} of captions dropped to
   "" or "{dataset.NEGATIVE_PROMPT}", EMA {cfg['ema']}, fp32 ({s.get('denoiser', 0):.0f} s).
+- Then, from those weights rounded to fp16, {cfg['swap_steps']:,} more steps with {cfg['swap']:.0%} of the captions
+  swapped for another image's, lr {cfg['swap_lr']} (warm-up {cfg['swap_warmup']}, cosine), EMA {cfg['swap_ema']}
+  ({s.get('guidance', 0):.0f} s): the model alone follows its prompt less, and classifier-free guidance
+  restores it, as with scraped captions.{_phases_note(report)}
 - Finished {report['finished']}.
 
 ## Adherence on the held-out prompts

@@ -7,8 +7,14 @@ phases (the recipe and why it looks as it does: ``recipe.py``):
 2. ``decoder``: its decoder alone on whole images;
 3. ``denoiser``: the UNet and the text encoder together on the cached latents (v-prediction, zero terminal
    SNR, min-SNR weighting, 10% of captions dropped for classifier-free guidance, EMA weights);
-4. the EMA weights saved as a pipeline in fp16 safetensors, loaded back through ``from_pretrained`` and
+4. ``guidance``: the same, from the weights rounded to fp16, with 30% of the captions swapped for another
+   image's (as in scraped data): the model alone follows its prompt less, and classifier-free guidance
+   is what restores it (``recipe.py`` says why);
+5. the EMA weights saved as a pipeline in fp16 safetensors, loaded back through ``from_pretrained`` and
    scored on the held-out prompts (``card.py`` writes the model card, ``training.yaml`` and ``samples.png``).
+
+``--from DIR`` starts at phase 4 from a pipeline saved after phase 3 (its ``training.yaml`` must name the
+same settings): phase 4 depends only on those fp16 weights and the seed, so the result equals a whole run's.
 
 It survives being stopped: a checkpoint is written every few minutes and at the end of each phase
 (``checkpoint.py``), and ``--resume`` goes on from the last one with the same result, bit for bit, as a
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...files import temp_folder
+from ..weights import weights_hash
 from . import card, checkpoint, dataset, recipe
 
 if TYPE_CHECKING:
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["CONFIGS", "train", "main"]
 
 CONFIGS = recipe.CONFIGS
+GUIDANCE_SEED_OFFSET = 4_000  # phase 4's generator: seed + this (its own stream, see _start_guidance)
 
 
 def _log(message: str) -> None:
@@ -179,33 +187,89 @@ def _train_decoder(run: _Run, x_all: torch.Tensor) -> None:
 
 
 def _encode(run: _Run, x_all: torch.Tensor) -> torch.Tensor:
-    """The training latents, scaled to unit variance (the scale becomes the VAE's ``scaling_factor``)."""
+    """The training latents, scaled to unit variance (in phase 3 the scale becomes the VAE's
+    ``scaling_factor``; phase 4 keeps it)."""
     import torch
 
     vae = run.modules["vae"].eval()
     with torch.no_grad():
         latents = torch.cat([vae.encode(x_all[i:i + 500].to(run.device)).latent_dist.mode()
                              for i in range(0, len(x_all), 500)])
-    scaling = float(1 / latents.std())
+    if run.phase == "denoiser":
+        run.report["vae_scaling_factor"] = float(1 / latents.std())
+    scaling = run.report["vae_scaling_factor"]
     vae.register_to_config(scaling_factor=scaling)
-    run.report["vae_scaling_factor"] = scaling
     return latents * scaling
 
 
+def _start_guidance(run: _Run) -> None:
+    """Enter phase 4 from the weights as shipped after phase 3 (rounded to fp16), with a generator of its
+    own: so phase 4 depends only on those weights and the seed, whether it follows phase 3 or ``--from``."""
+    import torch
+
+    run.enter("guidance")
+    with torch.no_grad():
+        for module in run.modules.values():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+    run.generator = torch.Generator("cpu").manual_seed(run.seed + GUIDANCE_SEED_OFFSET)
+
+
+def _load_init(run: _Run, folder: Path) -> None:
+    """Start from a pipeline saved after phase 3 (``--from``): its weights, and its report of phases 1-3."""
+    import torch
+    import yaml
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    report = yaml.safe_load((folder / "training.yaml").read_text(encoding="utf-8"))
+    def phases_1_3(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in cfg.items() if not k.startswith("swap")}
+
+    if phases_1_3(report.get("config") or {}) != phases_1_3(run.cfg) or report.get("seed") != run.seed:
+        raise ValueError(f"{folder} was trained with other settings or another seed than phases 1-3 of this "
+                         f"configuration; --from takes a pipeline this recipe saved after phase 3")
+    loaded = {"vae": AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32),
+              "unet": UNet2DConditionModel.from_pretrained(folder / "unet", dtype=torch.float32),
+              "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)}
+    for name, module in loaded.items():
+        run.modules[name].load_state_dict(module.state_dict())
+    run.seconds = {k: v for k, v in report["seconds"].items() if k in ("vae", "decoder", "denoiser")}
+    run.losses = {k: [tuple(x) for x in v] for k, v in report["losses"].items() if k != "guidance"}
+    keep = ("seed", "device", "params_m", "data_s", "torch", "diffusers", "transformers", "torch_threads",
+            "vae_reconstruction", "vae_scaling_factor")
+    run.report.update({k: report[k] for k in keep if k in report}, config=copy.deepcopy(run.cfg), run=run.run,
+                      phases_1_3_from=str(folder), phases_1_3_run=report.get("run"),
+                      phases_1_3_finished=report.get("finished"))
+    run.phase = "denoiser"  # done: what follows is phase 4
+    _start_guidance(run)
+
+
+def _denoiser_settings(run: _Run) -> tuple[int, float, int, float, float]:
+    """Steps, learning rate, warm-up, EMA decay and caption-swap rate of the phase running (3 or 4)."""
+    cfg = run.cfg
+    if run.phase == "denoiser":
+        return cfg["unet_steps"], cfg["lr"], cfg["warmup"], cfg["ema"], 0.0
+    return cfg["swap_steps"], cfg["swap_lr"], cfg["swap_warmup"], cfg["swap_ema"], cfg["swap"]
+
+
 def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond: torch.Tensor) -> None:
-    """Phase 3: UNet + text encoder, v-prediction under zero terminal SNR, noisy timesteps drawn more often."""
+    """Phases 3 and 4: UNet + text encoder, v-prediction under zero terminal SNR, noisy timesteps drawn more
+    often; in phase 4 a share of the captions are another image's."""
     import torch
 
     cfg, gen = run.cfg, run.generator
     unet, text_encoder = run.modules["unet"], run.modules["text_encoder"]
     params = [*unet.parameters(), *text_encoder.parameters()]
-    run.optimizer = run.optimizer or torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    total, lr, warmup, ema, swap = _denoiser_settings(run)
+    run.optimizer = run.optimizer or torch.optim.AdamW(params, lr=lr, weight_decay=cfg["weight_decay"])
     run.ema = run.ema or [p.detach().clone() for p in params]
     alphas = recipe.noise_schedule().alphas_cumprod.to(run.device)
     snr = alphas / (1 - alphas).clamp(min=1e-12)
     # min-SNR-γ capping the easy steps, weight 1 where SNR < γ - 1, the pure-noise step included (recipe.py)
     weights = (cfg["min_snr_gamma"] / (snr + 1)).clamp(max=1.0)
-    total, batch = cfg["unet_steps"], cfg["batch"]
+    batch = cfg["batch"]
     unet.train()
     text_encoder.train()
     while run.step < total:
@@ -215,21 +279,25 @@ def _train_denoiser(run: _Run, latents: torch.Tensor, ids: torch.Tensor, uncond:
         noise = torch.randn((batch, *latents.shape[1:]), generator=gen).to(run.device)
         u = torch.rand(batch, generator=gen)  # t = T·(1 − (1 − u)^bias): more draws where the layout is decided
         t = (len(alphas) * (1 - (1 - u) ** cfg["timestep_bias"])).long().clamp(max=len(alphas) - 1).to(run.device)
-        tokens = torch.where(drop[:, None], uncond[which], ids[idx]).to(run.device)
+        captions = idx
+        if swap:  # drawn only in phase 4, so phase 3's draws (and its weights) stay those of the shipped run
+            other = torch.randint(0, len(latents), (batch,), generator=gen)
+            captions = torch.where(torch.rand(batch, generator=gen) < swap, other, idx)
+        tokens = torch.where(drop[:, None], uncond[which], ids[captions]).to(run.device)
         x0, a = latents[idx], alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
-        _set_lr(run.optimizer, _cosine(run.step, total, cfg["lr"], cfg["warmup"], cfg["min_lr_frac"]))
+        _set_lr(run.optimizer, _cosine(run.step, total, lr, warmup, cfg["min_lr_frac"]))
         pred = unet(noisy, t, encoder_hidden_states=text_encoder(tokens).last_hidden_state).sample
         loss = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * weights[t]).mean()
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         run.optimizer.step()
-        decay = min(cfg["ema"], (1 + run.step) / (10 + run.step))
+        decay = min(ema, (1 + run.step) / (10 + run.step))
         with torch.no_grad():
             torch._foreach_lerp_(run.ema, [p.detach() for p in params], 1 - decay)
-        _logged(run, "denoiser", total, loss.item())
+        _logged(run, run.phase, total, loss.item())
         run.step += 1
         run.tick()
     with torch.no_grad():
@@ -267,10 +335,11 @@ def _save_pipeline(run: _Run, tokenizer: Any, out: Path) -> None:
 
 def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu", resume: bool = False,
           checkpoint_dir: Path | None = None, checkpoint_every_s: float = 300.0,
-          max_minutes: float | None = None, score: bool = True) -> dict[str, Any]:
+          max_minutes: float | None = None, score: bool = True, start_from: Path | None = None) -> dict[str, Any]:
     """Train, save the pipeline to ``out``, score it and write its model card; returns the report.
 
-    ``score=False`` skips the scoring and the card (tests that compare weights need neither).
+    ``score=False`` skips the scoring and the card (tests that compare weights need neither);
+    ``start_from`` a pipeline saved after phase 3: only phase 4 runs (``--from``).
 
     Example:
         >>> train(Path("/tmp/shapes"), cfg=CONFIGS["tiny"])["scores"]["5"]["overall"]  # doctest: +SKIP
@@ -282,7 +351,8 @@ def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu",
     from ..embedded import quiet_hf_logging
 
     quiet_hf_logging()
-    run_name = checkpoint.run_id(cfg, seed, device)
+    start = {} if start_from is None else {"from": weights_hash(Path(start_from))}
+    run_name = checkpoint.run_id({**cfg, **start}, seed, device)
     folder = Path(checkpoint_dir) if checkpoint_dir else checkpoint.default_dir(run_name)
     saved = checkpoint.load(folder, run_name)
     if saved is not None and not resume:
@@ -308,6 +378,9 @@ def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu",
         _log(f"resuming {run_name} at {run.phase} step {run.step} from {folder}")
         if saved["optimizer"] is not None:
             _rebuild_optimizer(run, saved["optimizer"])
+    elif start_from is not None:
+        _load_init(run, Path(start_from))
+        _log(f"phase 4 from the pipeline in {start_from}; checkpoints in {folder}")
     else:
         params = {k: round(sum(p.numel() for p in m.parameters()) / 1e6, 3) for k, m in run.modules.items()}
         run.report.update(seed=seed, device=device, config=copy.deepcopy(cfg), params_m=params, data_s=round(data_s, 1),
@@ -326,7 +399,11 @@ def train(out: Path, *, cfg: dict[str, Any], seed: int = 0, device: str = "cpu",
             run.enter("denoiser")
             run.save()
         if run.phase == "denoiser":
-            latents = _encode(run, x_all)
+            _train_denoiser(run, _encode(run, x_all), ids, uncond)
+            _start_guidance(run)
+            run.save()
+        if run.phase == "guidance":
+            latents = _encode(run, x_all)  # again: from the VAE as phase 4 starts it, rounded to fp16
             del x_all
             _train_denoiser(run, latents, ids, uncond)
             run.enter("done")
@@ -355,9 +432,9 @@ def _rebuild_optimizer(run: _Run, state: dict[str, Any]) -> None:
         vae = run.modules["vae"]
         run.optimizer = torch.optim.AdamW([*vae.decoder.parameters(), *vae.post_quant_conv.parameters()],
                                           lr=cfg["decoder_lr"])
-    elif run.phase == "denoiser":
+    elif run.phase in ("denoiser", "guidance"):
         params = [*run.modules["unet"].parameters(), *run.modules["text_encoder"].parameters()]
-        run.optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        run.optimizer = torch.optim.AdamW(params, lr=_denoiser_settings(run)[1], weight_decay=cfg["weight_decay"])
     if run.optimizer is not None:
         run.optimizer.load_state_dict(state)
 
@@ -372,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (the configurations are sized for it) or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="go on from this run's last checkpoint")
+    parser.add_argument("--from", dest="start_from", type=Path, metavar="DIR",
+                        help="run phase 4 only, from a pipeline this recipe saved after phase 3")
     parser.add_argument("--checkpoint-dir", type=Path, help="default: ~/.cache/workbench/shapes-train/<run>")
     parser.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--max-minutes", type=float, help="stop at a checkpoint after this long (exit 3)")
@@ -389,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(args.out, cfg=cfg, seed=args.seed, device=args.device, resume=args.resume,
               checkpoint_dir=args.checkpoint_dir, checkpoint_every_s=args.checkpoint_every,
-              max_minutes=args.max_minutes)
+              max_minutes=args.max_minutes, start_from=args.start_from)
     except _Stopped:
         return 3
     except ValueError as exc:
