@@ -212,39 +212,97 @@ def test_a_live_lease_holder_on_another_host_is_waited_for(tmp_path: Path, track
     assert summary.finished == 24 and summary.waited_for == holder
 
 
+def kill_replicate_sweep(standin, name: str, tmp_path: Path, tracking_uri: str, home: Path,  # type: ignore[no-untyped-def]
+                         *, after_s: float = 0.0) -> tuple[Path, dict[str, str]]:
+    """Start a 6-image Replicate sweep against ``standin`` and kill -9 it once 4 predictions exist (the
+    backend's concurrency) and ``after_s`` more have passed; returns its spec and environment."""
+    from tests.standins import FAKE_REPLICATE_TOKEN
+
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nprompt: a lighthouse at dusk\nbackend: replicate\n"
+                    "model: black-forest-labs/flux-schnell\nparams: {width: 1024, height: 1024, steps: 4}\n"
+                    "seeds: [1, 2, 3, 4, 5, 6]\n")
+    env = {"REPLICATE_API_TOKEN": FAKE_REPLICATE_TOKEN, "REPLICATE_BASE_URL": standin.base_url,
+           "REPLICATE_POLL_INTERVAL": "0.05"}
+    proc = start_run(spec, tracking_uri, delay_s=0, home=home, extra_env=env)
+    deadline = time.monotonic() + 90
+    while len(standin.created) < 4 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.05)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(standin.created) == 4 and not Tracker(tracking_uri).records(name, statuses=["FINISHED"])
+    return spec, env
+
+
+def run_again_here(spec: Path, env: dict[str, str], tracking_uri: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The next `workbench run` of the spec, in this process (a fresh Replicate backend)."""
+    from workbench.backends import registry
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(registry._instances, "replicate", raising=False)
+    return run_experiment(spec, tracking_uri=tracking_uri, progress=False, make_grids=False)
+
+
+def test_replicate_kill_9_inside_held_creates_pays_for_nothing_twice(tmp_path: Path, tracking_uri: str,
+                                                                    workbench_home: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed while its creates are held open (`Prefer: wait`), a run never saw their ids: the next run finds
+    those predictions in the account's list (same model and inputs) and fetches them."""
+    import replicate
+
+    from tests.standins import FAKE_REPLICATE_TOKEN
+    from tests.standins.replicate_server import ReplicateStandin
+
+    journal = workbench_home / "replicate" / "predictions"  # the session's: other tests' entries may be in it
+    before = set(journal.glob("*.json"))
+    # Predictions of 4 s and creates that wait up to 60 s for them: the kill lands inside the creates.
+    standin = ReplicateStandin(processing_s=4.0, max_wait_s=60).start()
+    standin.page_size = 3  # the search has to follow the list's `next` links
+    try:
+        spec, env = kill_replicate_sweep(standin, "held", tmp_path, tracking_uri, workbench_home)
+        in_flight = {p.id for p in standin.created}
+        creates = standin.requests_to("create")
+        assert len(creates) == 4 and all("wait" in r.headers.get("prefer", "") for r in creates)  # no id came back
+        standin.processing_s = 0.04
+        # since then, another prediction of the same model with other inputs (the account's other work)
+        client = replicate.Client(api_token=FAKE_REPLICATE_TOKEN, base_url=standin.base_url)
+        unrelated = client.models.predictions.create(model="black-forest-labs/flux-schnell",
+                                                     input={"prompt": "a lighthouse at dusk", "seed": 99})
+        summary = run_again_here(spec, env, tracking_uri, monkeypatch)
+        assert summary.finished == 6 and summary.ok
+        assert_complete_and_unique(tracking_uri, "held", 6)
+        assert len(standin.created) == 7  # six images, six predictions (and the unrelated one): none paid twice
+        records = [r for r in Tracker(tracking_uri).records("held") if r.status == "FINISHED"]
+        ids = {r.tags["workbench.id.prediction_id"] for r in records}
+        assert in_flight <= ids and len(ids) == 6 and unrelated.id not in ids
+        # each seed got its own prediction back: the inputs were matched, not just the model
+        by_seed = {int(r.params["seed"]): r.tags["workbench.id.prediction_id"] for r in records}
+        assert all(standin.predictions[pid].input["seed"] == seed for seed, pid in by_seed.items())
+        assert standin.requests_to("list")
+        assert set(journal.glob("*.json")) <= before  # every note and id dropped once its output was fetched
+    finally:
+        standin.stop()
+
+
 def test_replicate_kill_9_mid_sweep_pays_for_nothing_twice(tmp_path: Path, tracking_uri: str,
                                                            workbench_home: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Predictions in flight when `workbench run` dies are fetched by the next run, not created again."""
-    from tests.standins import FAKE_REPLICATE_TOKEN
     from tests.standins.replicate_server import ReplicateStandin
-    from workbench.backends import registry
 
+    journal = workbench_home / "replicate" / "predictions"  # the session's: other tests' entries may be in it
+    before = set(journal.glob("*.json"))
     # Slow predictions, and a create that answers at once (202): the kill lands while they are polled.
     standin = ReplicateStandin(processing_s=4.0, max_wait_s=0.05).start()
     try:
-        spec = tmp_path / "paid.yaml"
-        spec.write_text("name: paid\nprompt: a lighthouse at dusk\nbackend: replicate\n"
-                        "model: black-forest-labs/flux-schnell\nparams: {width: 1024, height: 1024, steps: 4}\n"
-                        "seeds: [1, 2, 3, 4, 5, 6]\n")
-        env = {"REPLICATE_API_TOKEN": FAKE_REPLICATE_TOKEN, "REPLICATE_BASE_URL": standin.base_url,
-               "REPLICATE_POLL_INTERVAL": "0.05"}
-        proc = start_run(spec, tracking_uri, delay_s=0, home=workbench_home, extra_env=env)
-        deadline = time.monotonic() + 90
-        while len(standin.created) < 4 and time.monotonic() < deadline:  # four in flight (the concurrency)
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.05)
-        time.sleep(0.3)  # past the create answers: the ids are recorded, the polls are under way
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        # past the create answers (0.3 s): the ids are recorded, the polls are under way
+        spec, env = kill_replicate_sweep(standin, "paid", tmp_path, tracking_uri, workbench_home, after_s=0.3)
         in_flight = {p.id for p in standin.created}
-        assert len(in_flight) == 4 and not Tracker(tracking_uri).records("paid", statuses=["FINISHED"])
-
         standin.processing_s = 0.04
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delitem(registry._instances, "replicate", raising=False)
-        summary = run_experiment(spec, tracking_uri=tracking_uri, progress=False, make_grids=False)
+        summary = run_again_here(spec, env, tracking_uri, monkeypatch)
         assert summary.finished == 6 and summary.ok
         assert_complete_and_unique(tracking_uri, "paid", 6)
         assert len(standin.created) == 6  # six images, six predictions: the four in flight were not paid twice
@@ -252,6 +310,6 @@ def test_replicate_kill_9_mid_sweep_pays_for_nothing_twice(tmp_path: Path, track
                if r.status == "FINISHED"}
         assert in_flight <= ids and len(ids) == 6
         # every output fetched, every entry dropped: a reproduction would make a new prediction
-        assert not list((workbench_home / "replicate" / "predictions").glob("*.json"))
+        assert set(journal.glob("*.json")) <= before
     finally:
         standin.stop()

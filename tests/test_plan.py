@@ -101,6 +101,9 @@ def test_a_million_cell_plan_is_summarised_not_built(tracking_uri: str, tmp_path
                                             *(f"guidance×steps=9.99 × {s}" for s in range(996, 1001))]
     assert len(plan.requests) == 10 and plan.total_images == 1_000_001
     assert plan.to_dict()["summary"] == {"cells": 1_000_001, "cells_shown": 10, "images": 1_000_001}
+    # what is scored counts every image to run, not only the cells shown
+    scored = [line for line in plan.scores if not line.note]
+    assert scored and all(line.estimated and line.images == 1_000_001 for line in scored)
     # the CLI: the first and last rows, a count of the rest, the totals for every cell
     from click.testing import CliRunner
 
@@ -114,6 +117,7 @@ def test_a_million_cell_plan_is_summarised_not_built(tracking_uri: str, tmp_path
     assert result.exit_code == 0, result.output
     assert "999,991 more cells" in result.output and "1,000,001 cells × 1 seeds" in result.output
     assert "9.99 × 1000" in result.output and "0.0 × 1 " in result.output
+    assert f"{scored[0].name}: " in result.output and "on about 1,000,001 image(s) to run" in result.output
     assert len(result.output.splitlines()) < 40  # not a million rows
     # a small plan is never summarised, and `run` always plans every cell
     assert make_plan(spec(), summarise=True).summary is None

@@ -184,6 +184,11 @@ def test_killing_a_worker_mid_sweep_loses_only_its_in_flight_batches(ray_cluster
     assert len(keys) == 36 and set(keys.values()) == {1}  # every image once, none twice
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([tracker.experiment_id("killed")], "tags.`workbench.kind` = 'image'")
+    # the summary lists every image with its run, those the killed worker logged before it died included
+    finished = {r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert {r.outcome for r in summary.runs} == {"generated"} and {r.run_id for r in summary.runs} == finished
+    assert len(summary.runs) == 36 and any(r.data.tags.get(WORKER_TAG) == victim[0] for r in runs
+                                           if r.info.run_id in finished)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     after = [r for r in runs if r.data.tags.get(WORKER_TAG) not in (None, victim[0])]
     assert len({r.data.tags[WORKER_TAG] for r in after}) >= 2  # a replacement worker joined the survivor
@@ -371,6 +376,10 @@ def test_runs_a_dead_worker_completed_are_not_generated_again(tracking_uri: str)
     assert logger.close() == []  # what the dead worker left is counted, not logged again
 
     assert (summary.finished, summary.failed, summary.blocked) == (1, 1, 1)
+    by_key = {entry.run_key: entry for entry in summary.logged_runs}  # what RunSummary.runs is made from
+    assert {k: by_key[k].status for k in by_key} == {finished.run_key: "FINISHED", failed.run_key: "FAILED",
+                                                     blocked.run_key: "BLOCKED"}
+    assert all(entry.run_id for entry in by_key.values()) and by_key[failed.run_key].reason == "RuntimeError: x"
     assert [[r.run_key for r in job.batch] for job in driver.queue] == \
         [[running.run_key, broken.run_key, missing.run_key]]
     assert driver.queue[0].deaths == 1

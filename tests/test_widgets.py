@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import html
 import io
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import ipywidgets as w
 import pytest
@@ -262,35 +264,48 @@ def test_export_logs_to_the_parent_run_of_the_runs_shown(tracking_uri: str, fake
     assert grids_of(first.parent_run_id) == ["grids/photo.png"]
 
 
-class MemoryTracker:
-    """The parts of ``Tracker`` the grid reads, over runs held in memory (for scale, not for MLflow)."""
+class CountingTracker(Tracker):
+    """The real tracker, counting the images the grid fetches (laziness is what the paging tests check)."""
 
-    uri = display_uri = "memory://"
-
-    def __init__(self, records: list[RunRecord]) -> None:
-        self._records = records
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
         self.fetched: list[str] = []
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 64), (30, 90, 200)).save(buffer, format="PNG")
-        self.png = buffer.getvalue()
-
-    def experiment_id(self, name: str, create: bool = False) -> str:
-        return "1"
-
-    def records(self, experiment: str) -> list[RunRecord]:
-        return list(self._records)
 
     def load_bytes(self, run_id: str, artifact: str) -> bytes:
         self.fetched.append(run_id)
-        return self.png
+        return super().load_bytes(run_id, artifact)
 
 
-def test_hundreds_of_runs_load_lazily_page_by_page() -> None:
-    records = [RunRecord(f"run-{g}-{s}", "FINISHED", f"key-{g}-{s}", {"guidance": str(g), "seed": str(s),
-                                                                      "steps": "4", "model": "m"}, {}, {}, "")
-               for g in range(1, 21) for s in range(1, 26)]  # 500 runs: 20 levels × 25 seeds
-    tracker = MemoryTracker(records)
-    grid = ComparisonGrid("big", tracker=tracker, cols="guidance", page_size=48)  # type: ignore[arg-type]
+def log_images(tracker: Tracker, experiment: str, requests: list[GenerationRequest]) -> list[str]:
+    """Log one finished image run per request through the real logging path; returns their run ids."""
+    exp_id = tracker.experiment_id(experiment)
+    assert exp_id is not None
+    return [tracker.log_image_run(exp_id, None, GeneratedImage(request=r, image=fake_image(r), latency_s=0.01))
+            for r in requests]
+
+
+def request(**fields: object) -> GenerationRequest:
+    return GenerationRequest(**{"backend": "fake", "model": "m", "prompt": "a red circle", "width": 16,
+                                "height": 16, "steps": 4, **fields})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def many_runs(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> str:
+    """A real SQLite store with hundreds of image runs: "big" (20 guidance × 25 seeds) and "wide"
+    (2 steps × 7 guidance × 25 seeds), logged once for the module's paging tests."""
+    target = tmp_path_factory.mktemp("many-runs") / "mlflow.db"
+    shutil.copy(migrated_db, target)
+    uri = f"sqlite:///{target}"
+    tracker = Tracker(uri)
+    log_images(tracker, "big", [request(guidance=g, seed=s) for g in range(1, 21) for s in range(1, 26)])
+    log_images(tracker, "wide", [request(steps=st, guidance=g, seed=s)
+                                 for st in (10, 20) for g in range(1, 8) for s in range(1, 26)])
+    return uri
+
+
+def test_hundreds_of_runs_load_lazily_page_by_page(many_runs: str) -> None:
+    tracker = CountingTracker(many_runs)  # 500 runs: 20 levels × 25 seeds
+    grid = ComparisonGrid("big", tracker=tracker, cols="guidance", page_size=48)
     assert len(grid.records) == 500 and len(grid.data.row_levels) == 25 and len(grid.data.col_levels) == 20
     assert (grid.rows_per_page, grid.pages) == (2, 13)
     assert grid.thumbnail_loads == 40 and len(images_in(grid.grid_box)) == 40
@@ -298,27 +313,26 @@ def test_hundreds_of_runs_load_lazily_page_by_page() -> None:
     grid.next_button.click()
     assert grid.page == 1 and grid.visible_rows == ["seed 3", "seed 4"] and grid.thumbnail_loads == 80
     grid.prev_button.click()
-    assert grid.page == 0 and grid.thumbnail_loads == 80  # cached
+    assert grid.page == 0 and grid.thumbnail_loads == 80 and len(tracker.fetched) == 80  # cached
     assert grid.prev_button.disabled and not grid.next_button.disabled
     grid.go_to_page(99)
     assert grid.page == 12 and grid.next_button.disabled and "page 13 of 13" in grid.page_label.value
     assert grid.visible_rows == ["seed 25"] and grid.thumbnail_loads == 100
     grid.set_axes(rows="guidance", cols="seed")  # 20 rows of 25: one row per page (page_size 48)
     assert grid.pages == 20 and grid.page == 0 and grid.thumbnail_loads == 100 + 20  # seeds 1-4 and 25 were cached
+    assert len(tracker.fetched) == len(set(tracker.fetched)) == 120  # no image read twice
 
 
-def test_a_wide_row_is_paged_by_columns_too() -> None:
+def test_a_wide_row_is_paged_by_columns_too(many_runs: str) -> None:
     # 350 runs: 2 steps × 7 guidance × 25 seeds side by side: one row alone holds 175 tiles
-    records = [RunRecord(f"run-{st}-{g}-{s}", "FINISHED", f"key-{st}-{g}-{s}",
-                         {"steps": str(st), "guidance": str(g), "seed": str(s), "model": "m"}, {}, {}, "")
-               for st in (10, 20) for g in range(1, 8) for s in range(1, 26)]
-    tracker = MemoryTracker(records)
-    grid = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance",  # type: ignore[arg-type]
-                          page_size=48)
-    assert grid.view.tiles_per_row == 175
+    tracker = CountingTracker(many_runs)
+    grid = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance", page_size=48)
+    records = grid.records
+    assert len(records) == 350 and grid.view.tiles_per_row == 175
     # a guidance level's 25 seeds stay together: one level of one row per page
     assert (grid.rows_per_page, grid.columns_per_page, grid.pages) == (1, 25, 14)
-    assert grid.visible_rows == ["10"] and grid.visible_columns == [("1", f"seed {s}") for s in range(1, 26)]
+    first = grid.visible_columns[0][0]
+    assert grid.visible_rows == ["10"] and grid.visible_columns == [(first, f"seed {s}") for s in range(1, 26)]
     assert "columns 1–25 of 175" in grid.page_label.value and "more than page_size 48" in grid.summary.value
     fetches, shown = [len(tracker.fetched)], set(grid.visible_run_ids)
     while not grid.next_button.disabled:
@@ -329,38 +343,36 @@ def test_a_wide_row_is_paged_by_columns_too() -> None:
         shown |= set(grid.visible_run_ids)
     assert fetches == [25] * 14  # never more than page_size images fetched for one page
     assert shown == {r.run_id for r in records} and sorted(tracker.fetched) == sorted(shown)  # each once
-    assert grid.visible_rows == ["20"] and grid.visible_columns[0] == ("7", "seed 1")
+    assert grid.visible_rows == ["20"] and grid.visible_columns[0][1] == "seed 1"
     # fewer tiles per page than seeds: a level is split over pages, its label spans the seeds shown
-    small = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance",  # type: ignore[arg-type]
-                           page_size=10)
+    small = ComparisonGrid("wide", tracker=tracker, rows="steps", cols="guidance", page_size=10)
     assert (small.rows_per_page, small.columns_per_page, small.pages) == (1, 10, 36)
     small.go_to_page(2)  # seeds 21-25 of guidance 1, then seeds 1-5 of guidance 2
-    assert [c for c, _ in small.visible_columns] == ["1"] * 5 + ["2"] * 5
+    levels = [c for c, _ in small.visible_columns]
+    assert levels[:5] == [first] * 5 and len(set(levels[5:])) == 1 and levels[5] != first
     labels = [c for c in small.grid_box.children[0].children if "wb-col-label" in c._dom_classes]
-    assert [(c.value, c.layout.grid_area) for c in labels] == [("1", "auto / span 5"), ("2", "auto / span 5")]
+    shown = [(c.value.split(" <span")[0], c.layout.grid_area) for c in labels]  # (a "(base)" mark may follow)
+    assert shown == [(first, "auto / span 5"), (levels[5], "auto / span 5")]
     assert len(images_in(small.grid_box)) == 10
     # a row that fits: whole rows, as many as fit
     view = build_view(records, rows="steps", cols="guidance", seed_mode=PAGED)
     assert view.page_shape(48) == (6, 7) and view.page_shape(5) == (1, 5)
 
 
-def test_an_unreadable_image_is_a_labelled_tile_not_a_broken_page(tmp_path: Path) -> None:
-    records = [RunRecord(f"run-{g}", "FINISHED", f"key-{g}", {"guidance": g, "seed": "1"}, {}, {}, "")
-               for g in ("3", "7")]
-    tracker = MemoryTracker(records)
-    fetch = tracker.load_bytes
-
-    def load_bytes(run_id: str, artifact: str) -> bytes:
-        if run_id == "run-7":
-            raise FileNotFoundError(f"{run_id}/{artifact}")  # the artifact was deleted from the store
-        return fetch(run_id, artifact)
-
-    tracker.load_bytes = load_bytes  # type: ignore[method-assign]
-    grid = ComparisonGrid("gone", tracker=tracker, cols="guidance")  # type: ignore[arg-type]
-    assert len(images_in(grid.grid_box)) == 1
-    assert "no image" in html_in(grid.tiles[("seed 1", "7", "")]) and "FileNotFoundError" in html_in(grid.grid_box)
+def test_an_unreadable_image_is_a_labelled_tile_not_a_broken_page(tracking_uri: str, tmp_path: Path) -> None:
+    tracker = Tracker(tracking_uri)
+    kept, gone = log_images(tracker, "gone", [request(guidance=g, seed=1) for g in (3, 7)])
+    # the artifact is deleted from the store behind MLflow's back (a cleaned-up disk, a lost bucket object)
+    artifact_dir = Path(urlparse(tracker.run(gone).artifact_uri).path)
+    (artifact_dir / "image.png").unlink()
+    grid = ComparisonGrid("gone", tracker=tracker, cols="guidance")
+    assert len(images_in(grid.grid_box)) == 1 and kept in grid.visible_run_ids
+    tile = next(t for key, t in grid.tiles.items() if key[1].startswith("7"))
+    assert "no image" in html_in(tile)
+    assert "FileNotFoundError: image.png is missing from the artifact store (deleted" in html_in(tile)
     path = grid.export(tmp_path / "gone.png", log=False)
     assert path.is_file() and grid.last_export == (path, None)
+    assert Image.open(path).size[0] > 0
 
 
 def test_view_follows_linked_parameters_and_keeps_unreached_levels() -> None:

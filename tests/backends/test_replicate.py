@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +31,7 @@ from workbench.backends.replicate import (
     parse_model_ref,
 )
 from workbench.backends.replicate_api import Prediction
+from workbench.backends.replicate_journal import PredictionJournal
 from workbench.errors import (
     AuthenticationError,
     BackendError,
@@ -52,7 +55,9 @@ def req(model: str = DEFAULT_MODEL, prompt: str = "a red fox in the snow", seed:
 
 
 def make_backend(**kw: Any) -> ReplicateBackend:
-    settings: dict[str, Any] = {"timeout_s": 2.0, "deadline_s": 3.0, "poll_interval_s": 0.02}
+    # a journal of its own: a create left unanswered in one test is nothing to look for in the next
+    settings: dict[str, Any] = {"timeout_s": 2.0, "deadline_s": 3.0, "poll_interval_s": 0.02,
+                                "journal": PredictionJournal(Path(tempfile.mkdtemp(prefix="journal-")))}
     settings.update(kw)
     return ReplicateBackend(**settings)
 
@@ -442,6 +447,29 @@ def test_a_slow_create_is_bounded_by_the_deadline_not_the_timeout(replicate_env:
     bound = float(str(outcome).split("timed out after ")[1].split(" s")[0])
     assert 0 < bound <= 0.5  # what was left of the deadline, not timeout_s
     assert "may have started anyway" in str(outcome)
+    backend.close()
+
+
+def test_a_create_that_timed_out_after_starting_a_prediction_is_not_paid_twice(
+        replicate_env: ReplicateStandin) -> None:
+    """The create's answer never came, but Replicate had started the prediction: the retry (the runner's, on
+    TransientBackendError) finds it in the account's list and fetches it instead of creating another."""
+    backend = make_backend(timeout_s=0.4, deadline_s=5.0, prefer_wait_s=0)
+    first = run_fault(backend, replicate_env, {"fault": "slow", "seconds": 0.8})  # answers after we gave up
+    assert isinstance(first, TransientBackendError) and "may have started anyway" in str(first)
+    deadline = time.monotonic() + 5
+    while not replicate_env.created and time.monotonic() < deadline:  # made once the server wakes
+        time.sleep(0.02)
+    [orphan] = replicate_env.created
+    retry = only(backend.generate([req()]))
+    assert isinstance(retry, GeneratedImage), retry
+    assert retry.backend_ids["prediction_id"] == orphan.id
+    assert "created by an earlier run" in retry.notes["resumed"]
+    assert len(replicate_env.requests_to("create")) == 1 and len(replicate_env.created) == 1  # paid once
+    assert replicate_env.requests_to("list")
+    # another seed is another image: the orphan is not taken for it
+    other = only(backend.generate([req(seed=8)]))
+    assert isinstance(other, GeneratedImage) and other.backend_ids["prediction_id"] != orphan.id
     backend.close()
 
 

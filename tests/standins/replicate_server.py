@@ -5,6 +5,8 @@ Routes (names in brackets are the ``on`` values of faults):
 - ``POST /v1/models/{owner}/{name}/predictions`` [create] official models only;
 - ``POST /v1/predictions`` [create] with ``version`` as 64-hex, ``owner/name:version`` or ``owner/name``;
 - ``GET /v1/predictions/{id}`` [get] and ``POST /v1/predictions/{id}/cancel`` [cancel];
+- ``GET /v1/predictions`` [list]: the account's predictions, newest first, ``page_size`` (100) a page with
+  ``next`` / ``previous`` cursor URLs, ``created_after`` / ``created_before`` (ISO 8601) as filters;
 - ``GET /files/{id}/{name}`` [files] output files, token required.
 
 Every API route needs ``Authorization: Bearer ...`` (401 without). Inputs are checked against each
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from math import sqrt
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 
@@ -175,6 +178,7 @@ class ReplicateStandin(StandinServer):
         self.max_wait_s = max_wait_s
         self.valid_tokens = valid_tokens
         self.predictions: dict[str, _Prediction] = {}
+        self.page_size = 100  # as Replicate's list
         self._plock = threading.Lock()
 
     @property
@@ -187,6 +191,8 @@ class ReplicateStandin(StandinServer):
             return "create", self._create, {"model_ref": f"{parts[2]}/{parts[3]}"}
         if method == "POST" and parts == ["v1", "predictions"]:
             return "create", self._create, {"model_ref": ""}
+        if method == "GET" and parts == ["v1", "predictions"]:
+            return "list", self._list, {}
         if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "predictions"]:
             return "get", self._get, {"pid": parts[2]}
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "predictions"] and parts[3] == "cancel":
@@ -418,6 +424,32 @@ class ReplicateStandin(StandinServer):
         if p is None:
             return _problem(404, "Not found", "Not found.")
         return Reply.json(200, self._json(p))
+
+    def _list(self, *, headers: Mapping[str, str], query: str, **_: Any) -> Reply:
+        if not self._authorised(headers):
+            return _problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+        args = {k: v[-1] for k, v in parse_qs(query).items()}
+        bounds = {}
+        for name in ("created_after", "created_before"):
+            if name in args:
+                try:
+                    bounds[name] = datetime.fromisoformat(args[name].replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    return _problem(400, "Bad Request", f"{name} must be an ISO 8601 date-time")
+        with self._plock:
+            found = sorted(self.predictions.values(), key=lambda p: p.created, reverse=True)
+        found = [p for p in found if p.created > bounds.get("created_after", float("-inf"))
+                 and p.created < bounds.get("created_before", float("inf"))]
+        start = int(args.get("cursor", "0") or 0)
+        page = found[start:start + self.page_size]
+
+        def link(at: int) -> str:
+            return f"{self.url}/v1/predictions?{urlencode({**args, 'cursor': str(at)})}"
+
+        after = start + self.page_size
+        return Reply.json(200, {"next": link(after) if after < len(found) else None,
+                                "previous": link(max(0, start - self.page_size)) if start else None,
+                                "results": [self._json(p) for p in page]})
 
     def _cancel(self, *, pid: str, headers: Mapping[str, str], **_: Any) -> Reply:
         if not self._authorised(headers):

@@ -12,11 +12,12 @@ module turns what the prediction said into a result: the image, its flags (seed,
 for every outcome, failures included, the prediction id, model version, logs (``notes["logs"]``) and
 Replicate's timings (``metrics["predict_time_s"]``, ``metrics["total_time_s"]``).
 
-The create is a POST: the SDK never retries it and neither does this backend. The runner retries a
-``TransientBackendError`` from a create, which can pay twice when the first create did start a
-prediction (see docs/backends.md); ``Cancel-After`` at least stops such an orphan at the deadline. Each
-created prediction's id is recorded (``replicate_journal.py``) before it is waited for, so a run killed
-mid-sweep is not paid twice: the next run fetches those predictions instead of creating them again.
+The create is a POST: the SDK never retries it and neither does this backend. Each create is noted
+(``replicate_journal.py``) before it is sent and its prediction's id recorded as soon as it answers, so
+nothing is paid twice: a run killed mid-sweep is followed by one that fetches those predictions, and a
+create that never answered (killed inside ``Prefer: wait``, timed out, cut off: the runner retries a
+``TransientBackendError``) is looked for in the account's list of predictions before a new one is made
+(``replicate_recovery.py``). ``Cancel-After`` stops any orphan at the deadline all the same.
 
 Example:
     >>> backend = ReplicateBackend(base_url="http://127.0.0.1:9")
@@ -33,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
-from ..errors import MissingDependencyError, UnsupportedRequestError
+from ..errors import MissingDependencyError, TransientBackendError, UnsupportedRequestError
 from ..types import GeneratedImage, GenerationFailure, GenerationRequest, GenerationResult
 from ._http import (
     RequestFailed,
@@ -47,6 +48,7 @@ from ._http import (
 from .base import Backend, Capabilities
 from .replicate_api import ApiSettings, Connections, Prediction
 from .replicate_journal import PredictionJournal
+from .replicate_recovery import find_unanswered
 from .replicate_models import (
     DEFAULT_MODEL,
     FLUX_ASPECT_RATIOS,
@@ -265,6 +267,21 @@ class ReplicateBackend(Backend):
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [self._generate_one(request) for request in batch]
 
+    def _unanswered(self, prediction: Prediction, key: str, name: str, version: str | None,
+                    inputs: dict[str, Any]) -> str | None:
+        """The prediction an earlier run's unanswered create made for ``key`` (it died inside ``Prefer:
+        wait``), found in the account's list; None when there was no such create or it cannot be found."""
+        import httpx
+
+        sent_at = self.journal.unanswered_since(key)
+        if sent_at is None:
+            return None
+        try:
+            return find_unanswered(prediction.call, prediction.settings.host, model=name, version=version,
+                                   inputs=inputs, sent_at=sent_at, exclude=self.journal.known_ids())
+        except httpx.TransportError:
+            return None  # the search is a courtesy; the create that follows reports an unreachable API
+
     def _generate_one(self, request: GenerationRequest) -> GenerationResult:
         profile, name, version = self._profile(request.model)
         settings = self._settings()  # MissingDependencyError / AuthenticationError before anything else
@@ -275,13 +292,20 @@ class ReplicateBackend(Backend):
         start = time.monotonic()
         prediction = Prediction(settings, self._connections, deadline=start + deadline_s, deadline_s=deadline_s)
         key = self.journal.key(settings.base_url, request.run_key, {"model": request.model, **inputs})
-        earlier = self.journal.get(key)
+        earlier = self.journal.get(key) or self._unanswered(prediction, key, name, version, inputs)
         resumed = earlier is not None and prediction.resume(earlier)
         try:
             if resumed:  # a run that died left it running or finished: fetch it, do not pay for it again
                 notes["resumed"] = f"prediction {earlier} was created by an earlier run; its output was fetched"
             else:
-                created = prediction.create(name, version, inputs)
+                self.journal.intend(key)  # a kill inside the create (Prefer: wait) is found again from this
+                try:
+                    created = prediction.create(name, version, inputs)
+                except TransientBackendError:
+                    raise  # timed out or cut off: a prediction may have started; the retry looks for it first
+                except BaseException:
+                    self.journal.drop(key)  # refused: nothing is running for it
+                    raise
                 if created.get("id"):
                     self.journal.put(key, str(created["id"]))  # before waiting: a kill now loses nothing
             finished = prediction.wait()

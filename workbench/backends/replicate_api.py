@@ -273,7 +273,7 @@ class Prediction:
         import httpx
 
         try:
-            status, data, _ = self._call("GET", f"/v1/predictions/{prediction_id}")
+            status, data, _ = self.call("GET", f"/v1/predictions/{prediction_id}")
         except httpx.TransportError:
             return False
         if status != 200 or data is None or data.get("id") != prediction_id:
@@ -300,7 +300,7 @@ class Prediction:
                                     error_type="DeadlineExceeded")
             time.sleep(min(delay, remaining))
             try:
-                status, data, headers = self._call("GET", f"/v1/predictions/{pid}")
+                status, data, headers = self.call("GET", f"/v1/predictions/{pid}")
             except httpx.TransportError as exc:
                 delay = self._poll_failed(type(exc).__name__)
                 continue
@@ -327,12 +327,12 @@ class Prediction:
         import httpx
 
         try:
-            status, data, _ = self._call("POST", f"/v1/predictions/{self.state.prediction_id}/cancel")
+            status, data, _ = self.call("POST", f"/v1/predictions/{self.state.prediction_id}/cancel")
         except httpx.HTTPError:
             return False
         return status == 200 and data is not None and data.get("status") in TERMINAL
 
-    def _call(self, method: str, path: str) -> tuple[int, dict[str, Any] | None, httpx.Headers]:
+    def call(self, method: str, path: str) -> tuple[int, dict[str, Any] | None, httpx.Headers]:
         """A raw API call through the SDK's httpx client; JSON is read as a plain dict."""
         response = self.client._client.request(method, path)
         try:

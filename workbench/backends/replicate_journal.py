@@ -8,11 +8,14 @@ version and seed included). The next request with the same key fetches that pred
 one, unless it failed or its output is gone. Once an output is fetched its entry is dropped: a later
 request for the same image (``workbench reproduce``) must make a new prediction, not read the old one.
 
+A create is noted (``intend``) before it is sent: a process killed while the create itself waits
+(``Prefer: wait``) for the prediction to finish never sees the id, and the next run then looks for that
+prediction in Replicate's list of the account's predictions (``replicate_recovery.py``).
+
 One small JSON file per key in ``<workbench home>/replicate/predictions`` (atomic writes; several threads
 and processes may write at once). Entries older than a day are dropped: Replicate deletes outputs after an
-hour. What this cannot cover: a process killed while the create itself waits (``Prefer: wait``) for the
-prediction to finish has never seen its id; one killed between fetching an output and logging it (the
-logger's queue: well under a second) has dropped the entry (docs/reliability.md).
+hour. What this cannot cover: a process killed between fetching an output and logging it (the logger's
+queue: well under a second) has dropped the entry (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -52,23 +55,46 @@ class PredictionJournal:
 
     def get(self, key: str) -> str | None:
         """The id of the prediction started for ``key``, if one was started within ``MAX_AGE_S``."""
-        path = self.folder / f"{key}.json"
+        entry = self._read(self.folder / f"{key}.json")
+        return str(entry["id"]) if entry and entry.get("id") else None
+
+    def unanswered_since(self, key: str) -> float | None:
+        """When a create for ``key`` was sent whose answer never came (the process died waiting), or None."""
+        entry = self._read(self.folder / f"{key}.json")
+        return float(entry["created"]) if entry and not entry.get("id") else None
+
+    def known_ids(self) -> set[str]:
+        """Every prediction id the journal holds: predictions already claimed by some request."""
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if time.time() - float(entry["created"]) < MAX_AGE_S:
-                return str(entry["id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return None
+            return {str(e["id"]) for p in self.folder.glob("*.json") if (e := self._read(p)) and e.get("id")}
+        except OSError:
+            return set()
+
+    def intend(self, key: str) -> None:
+        """Note that a create for ``key`` is about to be sent (``put`` replaces the note once it answers)."""
+        self._write(key, {"id": None, "created": time.time()})
 
     def put(self, key: str, prediction_id: str) -> None:
-        """Record a created prediction (before waiting for it); a journal that cannot be written costs
-        only the protection, never the image."""
+        """Record a created prediction (before waiting for it)."""
+        self._write(key, {"id": prediction_id, "created": time.time()})
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any] | None:
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(entry, dict) and time.time() - float(entry["created"]) < MAX_AGE_S:
+                return entry
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _write(self, key: str, entry: dict[str, Any]) -> None:
+        """Atomically; a journal that cannot be written costs only the protection, never the image."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"id": prediction_id, "created": time.time()}, handle)
+                json.dump(entry, handle)
             os.replace(tmp, self.folder / f"{key}.json")
         except OSError:
             return

@@ -124,7 +124,8 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
         if line.note:
             out.print(f"[dim]scores: {line.name}: {escape(line.note)}[/]")
         else:
-            out.print(f"scores: {line.name}: {', '.join(line.metrics)} on {line.images} image(s) to run")
+            about = "about " if line.estimated else ""
+            out.print(f"scores: {line.name}: {', '.join(line.metrics)} on {about}{line.images:,} image(s) to run")
     batches = "" if summary else f"{len(result.batches)} batch(es); "
     store = tracker.display_uri if exists else (f"{tracker.display_uri}, which does not exist yet (nothing is logged "
                                                 f"there; `workbench run` creates it)")

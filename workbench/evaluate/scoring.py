@@ -109,9 +109,11 @@ class ScoreLine:
     metrics: tuple[str, ...]
     images: int
     note: str = ""
+    estimated: bool = False  # extrapolated from the cells a summarised plan built
 
     def to_dict(self) -> dict[str, object]:
-        return {"scorer": self.name, "metrics": list(self.metrics), "images": self.images, "note": self.note}
+        return {"scorer": self.name, "metrics": list(self.metrics), "images": self.images, "note": self.note,
+                "estimated": self.estimated}
 
 
 class Scoring:

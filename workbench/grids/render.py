@@ -20,7 +20,7 @@ from ..provenance.png import GRID_CHUNK, GRID_FORMAT, text_chunks
 from ..tracking.schema import RunRecord
 from .pivot import GridCell, GridData, pivot_records
 
-__all__ = ["render_grid", "grid_from_records", "safe_name", "save_png_atomic", "save_grid", "grid_format",
+__all__ = ["render_grid", "grid_from_records", "unreadable", "safe_name", "save_png_atomic", "save_grid", "grid_format",
            "GRID_FORMATS"]
 
 # What a grid file may be, by suffix (Pillow's format names). Only PNG keeps the cell map (text chunks).
@@ -169,6 +169,12 @@ def _draw_cell(canvas: Image.Image, draw: ImageDraw.ImageDraw, cell: GridCell, o
     draw.multiline_text((x0 + 6, y0 + 6), text, fill=_INK, font=font)
 
 
+def unreadable(exc: Exception) -> str:
+    """The reason a tile gives for an image that could not be read: what failed, in a line."""
+    message = " ".join(str(exc).split())
+    return f"image unreadable: {type(exc).__name__}" + (f": {message[:160]}" if message else "")
+
+
 def grid_from_records(records: Sequence[RunRecord], rows: str, cols: str, *,
                       load_image: Callable[[str], Image.Image], where: Mapping[str, str] | None = None,
                       title: str = "", base: Mapping[str, str] | None = None) -> tuple[Image.Image, GridData]:
@@ -179,7 +185,7 @@ def grid_from_records(records: Sequence[RunRecord], rows: str, cols: str, *,
             try:
                 cell.image = load_image(cell.run_id)
             except Exception as exc:  # one unreadable artifact must not cost the whole grid
-                cell.status, cell.reason = "missing", f"image unreadable: {type(exc).__name__}"
+                cell.status, cell.reason = "missing", unreadable(exc)
     if base and base.get(cols) in data.col_levels:
         data.base_col = base[cols]
     data.title = title or data.title

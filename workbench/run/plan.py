@@ -97,8 +97,13 @@ class Plan:
 
     @property
     def scores(self) -> list[ScoreLine]:
-        """What will be scored on the images to run: each scorer, its metrics, how many images, or why not."""
-        return describe(self.scoring, self.todo)
+        """What will be scored on the images to run: each scorer, its metrics, how many images, or why not.
+
+        A summarised plan's counts are extrapolated from the cells it planned (``estimated``)."""
+        lines = describe(self.scoring, self.todo)
+        if self.summary is None:
+            return lines
+        return [dataclasses.replace(line, images=round(line.images * self._scale), estimated=True) for line in lines]
 
     @property
     def todo(self) -> list[GenerationRequest]:

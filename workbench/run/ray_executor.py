@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from ..config import is_local_sqlite
 from ..errors import MissingDependencyError, UserInputError, WorkbenchError
+from ..tracking.logger import LoggedRun
 from ..tracking.schema import OUTCOME_TAG, RAY_NOTE_TAG, RAY_WORKERS_TAG
 from ..tracking.store import Tracker
 from ..types import GenerationRequest
@@ -248,8 +249,10 @@ class _Driver:
                                      f"for out-of-memory kills or import errors")
             self.slots.append(self._start_worker())
         done = self._reap(job)
-        self.ctx.count_logged_elsewhere(done.values())
-        rest = [r for r in job.batch if r.run_key not in done]
+        self.ctx.summary.add_logged(done)  # so RunSummary.runs lists them, as it does a batch that came back
+        self.ctx.count_logged_elsewhere(entry.status for entry in done)
+        finished_keys = {entry.run_key for entry in done}
+        rest = [r for r in job.batch if r.run_key not in finished_keys]
         if not rest:
             return
         job.deaths += 1
@@ -259,14 +262,14 @@ class _Driver:
         else:
             self.queue.appendleft(_Job(rest, job.deaths))  # retried first, on another worker
 
-    def _reap(self, job: _Job) -> dict[str, str]:
+    def _reap(self, job: _Job) -> list[LoggedRun]:
         """Mark KILLED the runs of this batch the dead worker left RUNNING; return what it did log.
 
-        Run key -> FINISHED, FAILED or BLOCKED, for every image whose run is complete in the store: a failed
+        One entry (FINISHED, FAILED or BLOCKED) for every image whose run is complete in the store: a failed
         image is retried by the next ``workbench run`` (as locally), never twice within one sweep.
         """
         keys = {r.run_key for r in job.batch}
-        done: dict[str, str] = {}
+        done: list[LoggedRun] = []
         for run in self.ctx.tracker.children(self.ctx.experiment_id, self.ctx.parent_run_id):
             if run.run_key not in keys:
                 continue
@@ -275,7 +278,8 @@ class _Driver:
                                                          "finished; the image was generated again on another worker")
             # A FAILED run whose outcome says FINISHED is an image whose logging broke: generate it again.
             elif run.complete:
-                done[run.run_key] = run.tags[OUTCOME_TAG]
+                status = run.tags[OUTCOME_TAG]
+                done.append(LoggedRun(run.run_key, run.run_id, status, reason=run.reason or None, status=status))
         return done
 
     def _drain(self, timeout_s: float = 60.0) -> None:

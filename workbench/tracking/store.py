@@ -244,8 +244,10 @@ class Tracker:
             from urllib.parse import unquote, urlparse
 
             path = Path(unquote(urlparse(uri).path)) / artifact
-            if path.is_file():
-                return path.read_bytes()
+            if not path.is_file():  # MLflow's own download would fail too, saying only "MlflowException"
+                raise FileNotFoundError(f"{artifact} is missing from the artifact store (deleted, or the store "
+                                        f"was moved): {path}")
+            return path.read_bytes()
         with tempfile.TemporaryDirectory() as tmp:
             return Path(self.client.download_artifacts(run_id, artifact, tmp)).read_bytes()
 

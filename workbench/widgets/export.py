@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..config import workbench_home
-from ..grids.render import render_grid, safe_name, save_grid
+from ..grids.render import render_grid, safe_name, save_grid, unreadable
 from ..tracking.schema import PARENT_RUN_TAG, RunRecord
 from ..tracking.store import Tracker
 from .view import GridView
@@ -45,7 +45,7 @@ def export_view(view: GridView, tracker: Tracker, image_bytes: Callable[[str], b
                     img.load()
                     cell = dataclasses.replace(cell, image=img.copy())
             except Exception as exc:  # drawn as a labelled tile, like `workbench grid` does
-                cell = dataclasses.replace(cell, status="missing", reason=f"image unreadable: {type(exc).__name__}")
+                cell = dataclasses.replace(cell, status="missing", reason=unreadable(exc))
         cells[key] = cell
     data.cells = cells
     image = render_grid(data)

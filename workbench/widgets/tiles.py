@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import ipywidgets as w
 
 from ..grids.pivot import GridCell
+from ..grids.render import unreadable
 from ..tracking.schema import RunRecord
 from .view import Filter, GridView
 
@@ -163,7 +164,7 @@ def grid_widget(view: GridView, row_levels: Sequence[str], thumbnail: Callable[[
                     image = thumbnail(cell.run_id)
                 except Exception as exc:  # one unreadable artifact must not cost the whole page
                     cell = dataclasses.replace(cell, status="missing",
-                                               reason=f"image unreadable: {type(exc).__name__}")
+                                               reason=unreadable(exc))
             tip = f"{view.rows}={row}, {view.cols}={col}" + (f", {seed}" if seed else "")
             tip += " (click for details)"
             # each tile is labelled with its level (the seed, when seeds sit side by side under it)
