@@ -48,11 +48,15 @@ def write_spec(folder: Path, name: str, backend: str = "fake") -> Path:
 
 
 def start_run(spec: Path, tracking_uri: str, delay_s: float, home: Path,
-              extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+              extra_env: dict[str, str] | None = None, *, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """`workbench run` in a process of its own; ``sigint_ignored``: started as `cmd &` from a script starts
+    it, with SIGINT inherited ignored."""
     env = {**os.environ, "WORKBENCH_FAKE_DELAY_S": str(delay_s), "WORKBENCH_HOME": str(home), **(extra_env or {})}
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-m", "workbench", "run", str(spec), "--tracking-uri", tracking_uri,
                              "--no-progress", "--grids-dir", str(spec.parent / "grids")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=ignore)
 
 
 def wait_for_finished(tracker: Tracker, experiment: str, count: int, proc: subprocess.Popen[str],
@@ -108,13 +112,17 @@ def test_kill_9_mid_sweep_then_resume(backend: str, tmp_path: Path, tracking_uri
     assert all("died before it finished" in r.data.tags["workbench.status_reason"] for r in killed)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(("signum", "sigint_ignored"), [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                                       (signal.SIGINT, True)],
+                         ids=["ctrl-c", "sigterm", "sigint-inherited-ignored"])
 def test_ctrl_c_flushes_finished_work_and_marks_the_run(tmp_path: Path, tracking_uri: str,
-                                                        workbench_home: Path, signum: int) -> None:
-    """Ctrl-C, and SIGTERM (what `kill`, systemd and schedulers send) handled the same way."""
+                                                        workbench_home: Path, signum: int,
+                                                        sigint_ignored: bool) -> None:
+    """Ctrl-C, and SIGTERM (what `kill`, systemd and schedulers send) handled the same way; SIGINT also in a
+    run started with it ignored (`workbench run … &` from a script), where Python would leave it ignored."""
     spec = write_spec(tmp_path, "interrupted")
     tracker = Tracker(tracking_uri)
-    proc = start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home)
+    proc = start_run(spec, tracking_uri, delay_s=0.3, home=workbench_home, sigint_ignored=sigint_ignored)
     wait_for_finished(tracker, "interrupted", 3, proc)
     proc.send_signal(signum)
     output, _ = proc.communicate(timeout=60)

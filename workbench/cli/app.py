@@ -160,7 +160,10 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
         raise UserInputError("--address and --workers need --executor ray")
     ray = RayOptions(address=address, workers=workers) if executor == "ray" else None
     # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: finished images are flushed, the run marked KILLED.
+    # SIGINT too, even where it was inherited ignored (a job started with `&` from a script, nohup under
+    # some shells): there Python leaves it ignored, and `kill -INT` would do nothing.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
                              max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray,
                              clip=clip, on_wait=lambda message: err.print(f"[yellow]{escape(message)}[/]"))
