@@ -259,3 +259,15 @@ def test_console_script_and_module_entry_points() -> None:
     out = subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, text=True, check=True)
     for command in ("plan", "run", "grid", "templates", "ui", "embedded"):
         assert command in out.stdout
+
+
+def test_run_prints_the_plans_warnings_as_plan_does(tmp_path: Path, tracking_uri: str) -> None:
+    spec = tmp_path / "base-level.yaml"
+    spec.write_text("name: base-level\nprompt: a red circle\nbackend: fake\nmodel: m\n"
+                    "params: {width: 16, height: 16, steps: 2, guidance: 5}\nseeds: [1]\nvary: {guidance: [5, 9]}\n")
+    warning = "warning: vary.guidance: level 5 is the base value, so its images are the base cell's"
+    planned = invoke("plan", spec, "--tracking-uri", tracking_uri)
+    ran = invoke("run", spec, "--tracking-uri", tracking_uri, "--no-progress", "--grids-dir", tmp_path / "g")
+    assert planned.exit_code == 0 and warning in " ".join(planned.output.split()), planned.output
+    assert ran.exit_code == 0 and warning in " ".join(ran.output.split()), ran.output
+    assert "2 planned: 2 generated" in ran.output

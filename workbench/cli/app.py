@@ -166,7 +166,9 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
                              max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray,
-                             clip=clip, on_wait=lambda message: err.print(f"[yellow]{escape(message)}[/]"))
+                             clip=clip, on_wait=lambda message: err.print(f"[yellow]{escape(message)}[/]"),
+                             on_warning=lambda message: err.print(f"[bold yellow]warning:[/] {escape(message)}",
+                                                                  highlight=False))
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

@@ -63,11 +63,14 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
                    progress: bool = True, grids_dir: Path | None = None, make_grids: bool = True,
                    retry: RetryPolicy | None = None, library: TemplateLibrary | None = None,
                    ray: RayOptions | None = None, clip: str | None = None,
-                   on_wait: Callable[[str], None] | None = None) -> RunSummary:
+                   on_wait: Callable[[str], None] | None = None,
+                   on_warning: Callable[[str], None] | None = None) -> RunSummary:
     """Run every image of ``spec`` that is not already logged, and log each one to MLflow with its scores
     (image statistics; adherence on the shapes model; a CLIP score under ``clip`` or the spec's
     ``evaluate.clip``). While another run generates into the same experiment, this one waits for it (and
-    says so through ``on_wait``, by default on stderr when ``progress``), then does what is left.
+    says so through ``on_wait``, by default on stderr when ``progress``), then does what is left. The plan's
+    warnings (what ``workbench plan`` prints: a level equal to the base, what a backend says) go to
+    ``on_warning`` once the plan is made.
 
     Example:
         >>> summary = run_experiment("experiments/quickstart.yaml", progress=False)  # doctest: +SKIP
@@ -90,6 +93,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, *, tracking_uri: str | Non
         raise BudgetError(f"the plan is estimated at {estimate}, over --max-cost {limit}; "
                           f"reduce the sweep or raise the budget")
     _preflight(plan)  # a key not set is bad input: refused before anything is written
+    for warning in plan.warnings if on_warning is not None else ():  # after the refusals, which say it all
+        on_warning(warning)
     if not exists:
         tracker.check()  # creates the store (or says which folder is not writable)
     # After the checks, since it writes: spooled images uploaded, dead runs marked. run_plan reads what is
