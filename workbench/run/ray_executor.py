@@ -251,8 +251,8 @@ class _Driver:
         done = self._reap(job)
         self.ctx.summary.add_logged(done)  # so RunSummary.runs lists them, as it does a batch that came back
         self.ctx.count_logged_elsewhere(entry.status for entry in done)
-        finished_keys = {entry.run_key for entry in done}
-        rest = [r for r in job.batch if r.run_key not in finished_keys]
+        logged_keys = {entry.run_key for entry in done}  # finished, failed or blocked: never again this sweep
+        rest = [r for r in job.batch if r.run_key not in logged_keys]
         if not rest:
             return
         job.deaths += 1
