@@ -162,6 +162,8 @@ def test_the_same_spec_run_twice_at_once_generates_each_image_once(tmp_path: Pat
                        extra_env={"WORKBENCH_LEASE_POLL_S": "0.2"}) for _ in range(2)]
     outputs = [proc.communicate(timeout=240)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
+    # exactly one waited: a round both lost to the other's try is contention, and is not reported
+    assert sum("another run is generating" in text for text in outputs) == 1, outputs
     worker, waiter = sorted(outputs, key=lambda text: "another run is generating" in text)
     assert "24 planned: 24 generated" in worker, outputs
     assert "another run is generating into experiment 'twice'" in waiter, outputs

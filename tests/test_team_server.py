@@ -289,6 +289,8 @@ def test_the_same_spec_run_twice_at_once_through_the_server_logs_each_image_once
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], "\n".join(outputs) + team_server.logs()
+    # exactly one waited: a round both lost to the other's try is contention, and is not reported
+    assert sum("another run is generating" in text for text in outputs) == 1, outputs
     worker, waiter = sorted(outputs, key=lambda text: "another run is generating" in text)
     assert "6 planned: 6 generated" in worker and "6 planned: 0 generated, 6 already logged" in waiter, outputs
     experiment = api(team_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=team-twice")["experiment"]

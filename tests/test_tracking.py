@@ -77,3 +77,64 @@ def test_the_batch_position_has_one_source_and_is_derived_where_it_is_written(tr
     assert json.loads(tracker.load_bytes(by_seed["3"].run_id, "environment.json"))["device"] == "cpu"
     members = tracker.batch_members(experiment_id, "call-7")
     assert sorted(m.run_id for m in members) == sorted(r.run_id for r in by_seed.values())
+
+
+def test_a_round_lost_to_another_runs_try_is_contention_not_a_wait(tracking_uri: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two runs that both wrote ``trying`` both step back; neither generates yet, so neither may say
+    "another run is generating" (the later winner would print it and then generate)."""
+    from types import SimpleNamespace
+
+    from workbench.tracking import lease
+    from workbench.tracking.schema import LEASE_HELD, LEASE_TAG, LEASE_TRYING, LEASE_WAITING
+    from workbench.tracking.store import WRITING_HERE
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("contended")
+    assert experiment_id is not None
+    rival = tracker.start_parent(experiment_id, name="rival", tags={LEASE_TAG: LEASE_TRYING})
+    mine = tracker.start_parent(experiment_id, name="mine", tags={})
+    pauses: list[float] = []
+
+    def rival_steps_back(seconds: float) -> None:  # the rival lost the same round: it too steps back
+        pauses.append(seconds)
+        tracker.set_tags(rival, {LEASE_TAG: LEASE_WAITING})
+
+    monkeypatch.setattr(lease, "time", SimpleNamespace(sleep=rival_steps_back))
+    WRITING_HERE.add(rival)  # a live writer in this process
+    try:
+        holders: list[str] = []
+        waited = lease.acquire_lease(tracker, experiment_id, mine, on_wait=lambda r: holders.append(r.run_id))
+    finally:
+        WRITING_HERE.discard(rival)
+    assert len(pauses) == 1, "the first round should have been lost to the rival's try"
+    assert holders == [] and waited is False
+    assert tracker.client.get_run(mine).data.tags[LEASE_TAG] == LEASE_HELD
+
+
+def test_a_run_that_holds_the_lease_is_reported_once_and_waited_for(tracking_uri: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from workbench.tracking import lease
+    from workbench.tracking.schema import LEASE_HELD, LEASE_TAG
+    from workbench.tracking.store import WRITING_HERE
+
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("held")
+    assert experiment_id is not None
+    holder = tracker.start_parent(experiment_id, name="holder", tags={LEASE_TAG: LEASE_HELD})
+    mine = tracker.start_parent(experiment_id, name="mine", tags={})
+    pauses: list[float] = []
+
+    def holder_ends_on_the_third_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 3:
+            tracker.end_run(holder)
+
+    monkeypatch.setattr(lease, "time", SimpleNamespace(sleep=holder_ends_on_the_third_pause))
+    WRITING_HERE.add(holder)
+    try:
+        holders: list[str] = []
+        waited = lease.acquire_lease(tracker, experiment_id, mine, on_wait=lambda r: holders.append(r.run_id))
+    finally:
+        WRITING_HERE.discard(holder)
+    assert len(pauses) == 3 and holders == [holder] and waited is True

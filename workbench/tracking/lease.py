@@ -39,7 +39,9 @@ def acquire_lease(tracker: Tracker, experiment_id: str, run_id: str, *,
                   on_wait: Callable[[RunRecord], None] | None = None) -> bool:
     """Hold the experiment's lease for parent run ``run_id``, waiting while another live run holds it.
 
-    Returns whether it waited (the caller then plans again: the other run finished images meanwhile).
+    ``on_wait`` is called once, with the holder, when another live run holds the lease. A round lost only
+    to another run's ``trying`` is contention, not a wait: nobody generates yet, so nothing is said.
+    Returns whether it waited for a holder (the caller then plans again: the holder finished images).
     """
     waited = False
     while True:
@@ -51,10 +53,11 @@ def acquire_lease(tracker: Tracker, experiment_id: str, run_id: str, *,
             tracker.set_tags(run_id, {LEASE_TAG: LEASE_HELD})
             return waited
         tracker.set_tags(run_id, {LEASE_TAG: LEASE_WAITING})
-        if not waited and on_wait is not None:
-            holder = next((r for r in others if r.tags.get(LEASE_TAG) == LEASE_HELD), others[0])
-            on_wait(holder)
-        waited = True
+        holder = next((r for r in others if r.tags.get(LEASE_TAG) == LEASE_HELD), None)
+        if holder is not None and not waited:
+            if on_wait is not None:
+                on_wait(holder)
+            waited = True
         time.sleep(_poll_s() * (0.5 + random.random()))  # random: two runs that both stepped back part
 
 
