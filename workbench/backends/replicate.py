@@ -267,18 +267,18 @@ class ReplicateBackend(Backend):
     def generate(self, batch: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return [self._generate_one(request) for request in batch]
 
-    def _unanswered(self, prediction: Prediction, key: str, name: str, version: str | None,
-                    inputs: dict[str, Any]) -> str | None:
-        """The prediction an earlier run's unanswered create made for ``key`` (it died inside ``Prefer:
-        wait``), found in the account's list; None when there was no such create or it cannot be found."""
+    def _earlier(self, prediction: Prediction, key: str, name: str, version: str | None,
+                 inputs: dict[str, Any]) -> str | None:
+        """The prediction an earlier run started for ``key``: the journal's id, or, where that run died inside
+        an unanswered create (``Prefer: wait``), the one found in the account's list; None when there is none."""
         import httpx
 
-        sent_at = self.journal.unanswered_since(key)
-        if sent_at is None:
-            return None
+        noted = self.journal.entry(key)
+        if noted is None or noted.prediction_id is not None:  # nothing noted, or the create answered
+            return noted and noted.prediction_id
         try:
             return find_unanswered(prediction.call, prediction.settings.host, model=name, version=version,
-                                   inputs=inputs, sent_at=sent_at, exclude=self.journal.known_ids())
+                                   inputs=inputs, sent_at=noted.sent_at, exclude=self.journal.known_ids())
         except httpx.TransportError:
             return None  # the search is a courtesy; the create that follows reports an unreachable API
 
@@ -292,7 +292,7 @@ class ReplicateBackend(Backend):
         start = time.monotonic()
         prediction = Prediction(settings, self._connections, deadline=start + deadline_s, deadline_s=deadline_s)
         key = self.journal.key(settings.base_url, request.run_key, {"model": request.model, **inputs})
-        earlier = self.journal.get(key) or self._unanswered(prediction, key, name, version, inputs)
+        earlier = self._earlier(prediction, key, name, version, inputs)
         resumed = earlier is not None and prediction.resume(earlier)
         try:
             if resumed:  # a run that died left it running or finished: fetch it, do not pay for it again

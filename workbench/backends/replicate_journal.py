@@ -24,15 +24,24 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import workbench_home
 from ..hashing import canonical_json, content_hash
 
-__all__ = ["PredictionJournal", "MAX_AGE_S"]
+__all__ = ["JournalEntry", "PredictionJournal", "MAX_AGE_S"]
 
 MAX_AGE_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One request's note: the prediction it started (None: the create was sent, its answer never came)."""
+
+    prediction_id: str | None
+    sent_at: float
 
 
 class PredictionJournal:
@@ -53,15 +62,14 @@ class PredictionJournal:
         return content_hash(canonical_json({"api": base_url.rstrip("/"), "run_key": run_key, "input": inputs}),
                             length=32)
 
-    def get(self, key: str) -> str | None:
-        """The id of the prediction started for ``key``, if one was started within ``MAX_AGE_S``."""
+    def entry(self, key: str) -> JournalEntry | None:
+        """What was noted for ``key`` within ``MAX_AGE_S``: a started prediction's id, or a create sent
+        whose answer never came (the process died waiting); None when nothing was."""
         entry = self._read(self.folder / f"{key}.json")
-        return str(entry["id"]) if entry and entry.get("id") else None
-
-    def unanswered_since(self, key: str) -> float | None:
-        """When a create for ``key`` was sent whose answer never came (the process died waiting), or None."""
-        entry = self._read(self.folder / f"{key}.json")
-        return float(entry["created"]) if entry and not entry.get("id") else None
+        if entry is None:
+            return None
+        prediction_id = str(entry["id"]) if entry.get("id") else None
+        return JournalEntry(prediction_id=prediction_id, sent_at=float(entry["created"]))
 
     def known_ids(self) -> set[str]:
         """Every prediction id the journal holds: predictions already claimed by some request."""
