@@ -328,7 +328,7 @@ def test_never_finishing_prediction_is_canceled_at_the_deadline(replicate_env: R
     backend = make_backend(deadline_s=0.6, prefer_wait_s=0)
     started = time.monotonic()
     outcome = run_fault(backend, replicate_env, "never")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 0.6 + 5  # canceled at the deadline, not hung (slack: a loaded CI box)
     assert isinstance(outcome, GenerationFailure) and outcome.error_type == "DeadlineExceeded"
     assert "deadline exceeded" in outcome.reason and "canceled" in outcome.reason
     cancel = only(replicate_env.requests_to("cancel"))
@@ -498,7 +498,7 @@ def test_deadline_option_per_request(backend: ReplicateBackend, replicate_env: R
     started = time.monotonic()
     outcome = run_fault(backend, replicate_env, "never", request=req(options={"deadline_s": 0.4}))
     assert isinstance(outcome, GenerationFailure) and "deadline exceeded after 0.4 s" in outcome.reason
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 0.4 + 5  # canceled at the deadline, not hung (slack: a loaded CI box)
     assert "deadline_s" not in only(replicate_env.requests_to("create")).json["input"]
 
 
