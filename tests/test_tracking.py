@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from PIL import Image
 
 from workbench.config import public_uri
-from workbench.tracking.schema import MAX_PARAM, request_params
+from workbench.tracking import lease
+from workbench.tracking.schema import (
+    LEASE_HELD,
+    LEASE_TAG,
+    LEASE_TRYING,
+    LEASE_WAITING,
+    MAX_PARAM,
+    request_params,
+)
 from workbench.tracking.spool import load_entry, pending, spool_result, upload_spool
-from workbench.tracking.store import Tracker
+from workbench.tracking.store import WRITING_HERE, Tracker
 from workbench.types import GeneratedImage, GenerationFailure, GenerationRequest
 
 
@@ -79,62 +90,60 @@ def test_the_batch_position_has_one_source_and_is_derived_where_it_is_written(tr
     assert sorted(m.run_id for m in members) == sorted(r.run_id for r in by_seed.values())
 
 
-def test_a_round_lost_to_another_runs_try_is_contention_not_a_wait(tracking_uri: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Two runs that both wrote ``trying`` both step back; neither generates yet, so neither may say
-    "another run is generating" (the later winner would print it and then generate)."""
-    from types import SimpleNamespace
+@dataclass
+class LeaseAttempt:
+    """What ``acquire_lease`` did for a new parent (``mine``) beside a live rival parent."""
 
-    from workbench.tracking import lease
-    from workbench.tracking.schema import LEASE_HELD, LEASE_TAG, LEASE_TRYING, LEASE_WAITING
-    from workbench.tracking.store import WRITING_HERE
+    tracker: Tracker
+    rival: str
+    mine: str
+    reported: list[str]  # the holders ``on_wait`` was told of
+    waited: bool
+    pauses: int
 
+
+def acquire_beside_a_rival(tracking_uri: str, monkeypatch, rival_lease: str,  # type: ignore[no-untyped-def]
+                           on_pause: Callable[[Tracker, str, int], None]) -> LeaseAttempt:
+    """Take the lease beside a live rival whose tag is ``rival_lease``; each back-off pause calls
+    ``on_pause(tracker, rival, pauses so far)`` instead of sleeping, so the rounds are deterministic."""
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.experiment_id("contended")
     assert experiment_id is not None
-    rival = tracker.start_parent(experiment_id, name="rival", tags={LEASE_TAG: LEASE_TRYING})
+    rival = tracker.start_parent(experiment_id, name="rival", tags={LEASE_TAG: rival_lease})
     mine = tracker.start_parent(experiment_id, name="mine", tags={})
-    pauses: list[float] = []
+    pauses = 0
 
-    def rival_steps_back(seconds: float) -> None:  # the rival lost the same round: it too steps back
-        pauses.append(seconds)
-        tracker.set_tags(rival, {LEASE_TAG: LEASE_WAITING})
+    def pause(seconds: float) -> None:
+        nonlocal pauses
+        pauses += 1
+        on_pause(tracker, rival, pauses)
 
-    monkeypatch.setattr(lease, "time", SimpleNamespace(sleep=rival_steps_back))
+    monkeypatch.setattr(lease, "time", SimpleNamespace(sleep=pause))
     WRITING_HERE.add(rival)  # a live writer in this process
     try:
-        holders: list[str] = []
-        waited = lease.acquire_lease(tracker, experiment_id, mine, on_wait=lambda r: holders.append(r.run_id))
+        reported: list[str] = []
+        waited = lease.acquire_lease(tracker, experiment_id, mine, on_wait=lambda r: reported.append(r.run_id))
     finally:
         WRITING_HERE.discard(rival)
-    assert len(pauses) == 1, "the first round should have been lost to the rival's try"
-    assert holders == [] and waited is False
-    assert tracker.client.get_run(mine).data.tags[LEASE_TAG] == LEASE_HELD
+    return LeaseAttempt(tracker, rival, mine, reported, waited, pauses)
+
+
+def test_a_round_lost_to_another_runs_try_is_contention_not_a_wait(tracking_uri: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two runs that both wrote ``trying`` both step back; neither generates yet, so neither may say
+    "another run is generating" (the later winner would print it and then generate)."""
+    def rival_steps_back(tracker: Tracker, rival: str, pauses: int) -> None:  # it lost the same round
+        tracker.set_tags(rival, {LEASE_TAG: LEASE_WAITING})
+
+    attempt = acquire_beside_a_rival(tracking_uri, monkeypatch, LEASE_TRYING, rival_steps_back)
+    assert attempt.pauses == 1, "the first round should have been lost to the rival's try"
+    assert attempt.reported == [] and attempt.waited is False
+    assert attempt.tracker.client.get_run(attempt.mine).data.tags[LEASE_TAG] == LEASE_HELD
 
 
 def test_a_run_that_holds_the_lease_is_reported_once_and_waited_for(tracking_uri: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from types import SimpleNamespace
+    def holder_ends_on_the_third_pause(tracker: Tracker, rival: str, pauses: int) -> None:
+        if pauses == 3:
+            tracker.end_run(rival)
 
-    from workbench.tracking import lease
-    from workbench.tracking.schema import LEASE_HELD, LEASE_TAG
-    from workbench.tracking.store import WRITING_HERE
-
-    tracker = Tracker(tracking_uri)
-    experiment_id = tracker.experiment_id("held")
-    assert experiment_id is not None
-    holder = tracker.start_parent(experiment_id, name="holder", tags={LEASE_TAG: LEASE_HELD})
-    mine = tracker.start_parent(experiment_id, name="mine", tags={})
-    pauses: list[float] = []
-
-    def holder_ends_on_the_third_pause(seconds: float) -> None:
-        pauses.append(seconds)
-        if len(pauses) == 3:
-            tracker.end_run(holder)
-
-    monkeypatch.setattr(lease, "time", SimpleNamespace(sleep=holder_ends_on_the_third_pause))
-    WRITING_HERE.add(holder)
-    try:
-        holders: list[str] = []
-        waited = lease.acquire_lease(tracker, experiment_id, mine, on_wait=lambda r: holders.append(r.run_id))
-    finally:
-        WRITING_HERE.discard(holder)
-    assert len(pauses) == 3 and holders == [holder] and waited is True
+    attempt = acquire_beside_a_rival(tracking_uri, monkeypatch, LEASE_HELD, holder_ends_on_the_third_pause)
+    assert attempt.pauses == 3 and attempt.reported == [attempt.rival] and attempt.waited is True
