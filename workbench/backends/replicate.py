@@ -274,8 +274,10 @@ class ReplicateBackend(Backend):
         import httpx
 
         noted = self.journal.entry(key)
-        if noted is None or noted.prediction_id is not None:  # nothing noted, or the create answered
-            return noted and noted.prediction_id
+        if noted is None:
+            return None
+        if noted.prediction_id is not None:  # the create answered: the prediction it started
+            return noted.prediction_id
         try:
             return find_unanswered(prediction.call, prediction.settings.host, model=name, version=version,
                                    inputs=inputs, sent_at=noted.sent_at, exclude=self.journal.known_ids())

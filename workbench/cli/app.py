@@ -113,7 +113,7 @@ def plan(spec: Path, tracking_uri: str | None, experiment: str | None, as_json: 
         costs = result.cost_by_backend()
         out.print("cost by backend: " + ", ".join(f"{k} {format_usd(v)}" for k, v in costs.items()))
     for warning in result.warnings:
-        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+        _print_warning(warning)
     if result.cost_unknown:
         out.print("[yellow]cost unknown[/] for " + escape(", ".join(result.cost_unknown)) + ": the total above "
                   "leaves them out")
@@ -167,8 +167,7 @@ def run(spec: Path, tracking_uri: str | None, experiment: str | None, max_cost: 
     summary = run_experiment(spec, tracking_uri=tracking_uri, experiment=experiment, max_cost=max_cost,
                              max_batch=max_batch, grids_dir=grids_dir, progress=not no_progress, ray=ray,
                              clip=clip, on_wait=lambda message: err.print(f"[yellow]{escape(message)}[/]"),
-                             on_warning=lambda message: err.print(f"[bold yellow]warning:[/] {escape(message)}",
-                                                                  highlight=False))
+                             on_warning=_print_warning)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -347,6 +346,11 @@ def failure_fix(reason: str) -> str:
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _print_warning(message: str) -> None:
+    """A plan's warning on stderr, as both `plan` and `run` print it."""
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
 
 
 def _duration(seconds: float | None) -> str:
